@@ -1,0 +1,316 @@
+"""Menu definitions: load `menus/*.yaml`, check them, compile each into a machine.
+
+A menu file declares one flow (see README, "Menu files"). Each screen becomes
+a state of a `transitions` machine and each way out of it a trigger:
+
+    menu      choose_<n> for the n-th choice (`answer` for generated choices)
+    input     answer, and taken when the screen is `unique`
+    confirm   accept, decline (not yes/no: YAML 1.1 reads those keys as booleans)
+    any       invalid (internal: stays, re-asks)
+
+A target is a screen of the same flow, or `@<flow>` to jump to the start of
+another flow (`@main` is the main menu). A target can branch on answers:
+
+    next:
+      - when: {kind: other}
+        to: kind_other
+      - to: village
+
+The machines are built once when the engine loads; a turn only fires one
+trigger on a throw-away model (see `engine.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transitions import Machine
+
+from . import validate
+from .errors import MenuError
+
+SPEC_VERSION = 1
+KINDS = ("menu", "input", "confirm", "end")
+SHOWS = ("recent", "submission")
+ACTIONS = ("submit", "set_language")
+CHOICE_SOURCES = ("languages",)
+
+_KEYS = {
+    "menu": {"kind", "text", "choices", "choices_from", "save", "next"},
+    "input": {"kind", "text", "validate", "save", "next", "unique"},
+    "confirm": {"kind", "text", "accept", "decline"},
+    "end": {"kind", "text", "show", "action"},
+}
+_FLOW_KEYS = {"spec_version", "flow", "title", "start", "screens", "submits"}
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One way a route can go: to `target` when every `when` answer matches."""
+
+    target: str
+    when: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Choice:
+    label: str
+    value: str
+    route: tuple[Branch, ...]
+
+
+@dataclass(frozen=True)
+class Screen:
+    name: str
+    kind: str
+    text: str
+    save: str | None = None
+    choices: tuple[Choice, ...] = ()
+    choices_from: str | None = None
+    validator: Any = None
+    check: str | None = None
+    longest: int = 0
+    next: tuple[Branch, ...] = ()
+    accept: tuple[Branch, ...] = ()
+    decline: tuple[Branch, ...] = ()
+    unique: str | None = None
+    show: str | None = None
+    action: str | None = None
+
+
+@dataclass
+class Flow:
+    """One compiled menu file."""
+
+    name: str
+    title: str
+    start: str
+    screens: dict[str, Screen]
+    submits: bool
+    path: Path
+    machine: Machine = field(repr=False, default=None)
+
+    def saved_by(self, answer: str) -> Screen | None:
+        """The screen that saves `answer`, if any."""
+        for screen in self.screens.values():
+            if screen.save == answer:
+                return screen
+        return None
+
+    @property
+    def jumps(self) -> set[str]:
+        """Flows this flow can jump to (`@name` targets)."""
+        return {branch.target[1:] for _, branch in _branches(self) if branch.target.startswith("@")}
+
+
+def load_menus(folder: str | Path) -> dict[str, Flow]:
+    """Load and compile every `*.yaml` in `folder`; raise `MenuError` naming file and screen."""
+    root = Path(folder)
+    paths = sorted(root.glob("*.yaml"))
+    if not paths:
+        raise MenuError(f"{root}: no menu files (*.yaml)")
+    flows = {}
+    for path in paths:
+        flow = load_flow(path)
+        flows[flow.name] = flow
+    if "main" not in flows:
+        raise MenuError(f"{root}: no main menu (main.yaml)")
+    for flow in flows.values():
+        for target in sorted(flow.jumps):
+            if target not in flows:
+                raise MenuError(f"{flow.path}: jumps to unknown flow '@{target}'")
+    return flows
+
+
+def load_flow(path: str | Path) -> Flow:
+    """Load, check and compile one menu file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise MenuError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise MenuError(f"{path}: a menu file is a mapping with 'flow', 'start' and 'screens'")
+    data = _migrate(data, path)
+    unknown = set(data) - _FLOW_KEYS
+    if unknown:
+        raise MenuError(f"{path}: unknown keys {sorted(unknown)}")
+    name = data.get("flow")
+    if name != path.stem:
+        raise MenuError(f"{path}: 'flow' must be {path.stem!r} (the file name), not {name!r}")
+    screens_data = data.get("screens")
+    if not isinstance(screens_data, dict) or not screens_data:
+        raise MenuError(f"{path}: 'screens' must be a non-empty mapping")
+    screens = {key: _screen(str(key), value, f"{path}: screen '{key}'") for key, value in screens_data.items()}
+    start = data.get("start")
+    if start not in screens:
+        raise MenuError(f"{path}: 'start' names no screen: {start!r}")
+    flow = Flow(
+        name=name,
+        title=_msgid(data.get("title"), f"{path}: 'title'"),
+        start=start,
+        screens=screens,
+        submits=bool(data.get("submits", False)),
+        path=path,
+    )
+    _check_targets(flow)
+    flow.machine = _compile(flow)
+    return flow
+
+
+def _migrate(data: dict, path: Path) -> dict:
+    version = data.get("spec_version")
+    if version != SPEC_VERSION:
+        raise MenuError(f"{path}: spec_version must be {SPEC_VERSION}, not {version!r}")
+    return data
+
+
+def _msgid(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise MenuError(f"{where} must be a catalog message id")
+    return value
+
+
+def _route(value: Any, where: str) -> tuple[Branch, ...]:
+    if isinstance(value, str) and value:
+        return (Branch(value),)
+    if not isinstance(value, list) or not value:
+        raise MenuError(f"{where} must be a screen name or a list of {{when, to}}")
+    branches = []
+    for number, item in enumerate(value, 1):
+        if not isinstance(item, dict) or not isinstance(item.get("to"), str) or set(item) - {"to", "when"}:
+            raise MenuError(f"{where}, branch {number}: needs 'to' and may have 'when'")
+        when = item.get("when", {})
+        if not isinstance(when, dict):
+            raise MenuError(f"{where}, branch {number}: 'when' maps answers to values")
+        branches.append(Branch(item["to"], tuple((str(k), str(v)) for k, v in when.items())))
+    if branches[-1].when:
+        raise MenuError(f"{where}: the last branch must have no 'when' (it is the default)")
+    return tuple(branches)
+
+
+def _screen(name: str, data: Any, where: str) -> Screen:
+    if not isinstance(data, dict):
+        raise MenuError(f"{where}: must be a mapping")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        raise MenuError(f"{where}: 'kind' must be one of {', '.join(KINDS)}, not {kind!r}")
+    unknown = set(data) - _KEYS[kind]
+    if unknown:
+        raise MenuError(f"{where}: keys {sorted(unknown)} do not belong on a {kind} screen")
+    text = _msgid(data.get("text"), f"{where}: 'text'")
+    fields: dict[str, Any] = {"name": name, "kind": kind, "text": text}
+    if kind == "menu":
+        if ("choices" in data) == ("choices_from" in data):
+            raise MenuError(f"{where}: a menu needs 'choices' or 'choices_from' (one of them)")
+        if "choices_from" in data:
+            if data["choices_from"] not in CHOICE_SOURCES:
+                raise MenuError(f"{where}: 'choices_from' must be one of {CHOICE_SOURCES}")
+            fields["choices_from"] = data["choices_from"]
+            fields["next"] = _route(data.get("next"), f"{where}: 'next'")
+        else:
+            fields["choices"] = _choices(data["choices"], data.get("next"), where)
+        fields["save"] = data.get("save")
+    elif kind == "input":
+        if not isinstance(data.get("save"), str):
+            raise MenuError(f"{where}: an input screen needs 'save' (the answer's name)")
+        fields["save"] = data["save"]
+        fields["validator"], fields["longest"] = validate.build(data.get("validate"), where)
+        fields["check"] = data["validate"]["type"]
+        fields["next"] = _route(data.get("next"), f"{where}: 'next'")
+        if "unique" in data:
+            fields["unique"] = _route(data["unique"], f"{where}: 'unique'")[0].target
+    elif kind == "confirm":
+        fields["accept"] = _route(data.get("accept"), f"{where}: 'accept'")
+        fields["decline"] = _route(data.get("decline"), f"{where}: 'decline'")
+    else:
+        if data.get("show") is not None and data["show"] not in SHOWS:
+            raise MenuError(f"{where}: 'show' must be one of {SHOWS}")
+        if data.get("action") is not None and data["action"] not in ACTIONS:
+            raise MenuError(f"{where}: 'action' must be one of {ACTIONS}")
+        fields["show"] = data.get("show")
+        fields["action"] = data.get("action")
+    return Screen(**fields)
+
+
+def _choices(items: Any, default_next: Any, where: str) -> tuple[Choice, ...]:
+    if not isinstance(items, list) or not items:
+        raise MenuError(f"{where}: 'choices' must be a non-empty list")
+    if len(items) > 9:
+        raise MenuError(f"{where}: at most 9 choices (one key each); split the menu")
+    choices = []
+    for number, item in enumerate(items, 1):
+        if not isinstance(item, dict) or set(item) - {"label", "value", "next"}:
+            raise MenuError(f"{where}, choice {number}: needs 'label', may have 'value' and 'next'")
+        label = _msgid(item.get("label"), f"{where}, choice {number}: 'label'")
+        target = item.get("next", default_next)
+        route = _route(target, f"{where}, choice {number}: 'next'")
+        choices.append(Choice(label, str(item.get("value", number)), route))
+    return tuple(choices)
+
+
+def _branches(flow: Flow):
+    for screen in flow.screens.values():
+        for branch in (*screen.next, *screen.accept, *screen.decline):
+            yield screen, branch
+        for choice in screen.choices:
+            for branch in choice.route:
+                yield screen, branch
+        if screen.unique:
+            yield screen, Branch(screen.unique)
+
+
+def _check_targets(flow: Flow) -> None:
+    for screen, branch in _branches(flow):
+        if not branch.target.startswith("@") and branch.target not in flow.screens:
+            raise MenuError(f"{flow.path}: screen '{screen.name}': goes to unknown screen {branch.target!r}")
+        for answer, _ in branch.when:
+            if flow.saved_by(answer) is None:
+                raise MenuError(f"{flow.path}: screen '{screen.name}': branches on {answer!r}, "
+                                f"which no screen saves")
+    for screen in flow.screens.values():
+        if screen.action == "submit" and not flow.submits:
+            raise MenuError(f"{flow.path}: screen '{screen.name}': 'submit' in a flow without 'submits: true'")
+        if screen.action == "set_language" and flow.saved_by("language") is None:
+            raise MenuError(f"{flow.path}: screen '{screen.name}': 'set_language' needs a screen "
+                            f"that saves 'language'")
+
+
+def _condition(when: tuple[tuple[str, str], ...]):
+    def holds(event) -> bool:
+        answers = event.model.answers
+        return all(answers.get(answer) == value for answer, value in when)
+
+    return holds
+
+
+def _compile(flow: Flow) -> Machine:
+    jumps = sorted({branch.target for _, branch in _branches(flow) if branch.target.startswith("@")})
+    machine = Machine(
+        model=None,
+        states=[*flow.screens, *jumps],
+        initial=flow.start,
+        auto_transitions=False,
+        send_event=True,
+    )
+
+    def add(trigger: str, source: str, route: tuple[Branch, ...]) -> None:
+        for branch in route:
+            conditions = [_condition(branch.when)] if branch.when else None
+            machine.add_transition(trigger, source, branch.target, conditions=conditions)
+
+    for screen in flow.screens.values():
+        machine.add_transition("invalid", screen.name, None)
+        for number, choice in enumerate(screen.choices, 1):
+            add(f"choose_{number}", screen.name, choice.route)
+        if screen.next:
+            add("answer", screen.name, screen.next)
+        if screen.accept:
+            add("accept", screen.name, screen.accept)
+            add("decline", screen.name, screen.decline)
+        if screen.unique:
+            add("taken", screen.name, (Branch(screen.unique),))
+    return machine

@@ -1,0 +1,112 @@
+"""Screen arithmetic: GSM-7 accounting and paging to the USSD limit.
+
+A USSD string is 160 octets: 182 GSM 7-bit characters, or 80 in UCS-2 once a
+single character falls outside GSM-7. Extension-table characters (`{}[]~\\|^€`)
+take two septets. We count with the `gsm0338` codec rather than a hand-made
+table.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
+
+USSD_LIMIT = 182
+"""Septets on one USSD screen, prefix (`CON `/`END `) included."""
+
+PREFIX_LENGTH = 4
+"""`CON ` and `END ` both take four septets."""
+
+_UCS2_LIMIT = 80
+
+
+def is_gsm7(text: str) -> bool:
+    """True when every character of `text` exists in GSM-7 (with its extension table)."""
+    try:
+        text.encode("gsm03.38")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def ussd_cost(text: str) -> int:
+    """The cost of `text` in septets of a 182-septet screen.
+
+    GSM-7 text costs its septets; text that needs UCS-2 costs its share of
+    the 80-character UCS-2 screen, scaled to septets, so that one budget
+    serves both.
+    """
+    try:
+        return len(text.encode("gsm03.38"))
+    except UnicodeEncodeError:
+        return math.ceil(len(text) * USSD_LIMIT / _UCS2_LIMIT)
+
+
+def paginate(body: str, budget: int, more: str, back: str, back_on_last: bool = True) -> list[str]:
+    """Split `body` into pages that each fit `budget` septets.
+
+    Lines are kept whole where they fit; a line longer than a page is broken
+    at spaces (and, failing that, anywhere). Every page but the last ends with
+    the `more` line; every page but the first ends with the `back` line,
+    except the last when `back_on_last` is false (a closing screen, where no
+    key can be pressed any more).
+    """
+    if ussd_cost(body) <= budget:
+        return [body]
+    tail_first = ussd_cost("\n" + more)
+    tail_other = tail_first + ussd_cost("\n" + back)
+    room = budget - tail_other
+    if room < 10:
+        raise ValueError(f"navigation lines leave no room on a {budget}-septet page")
+
+    pieces: list[str] = []
+    for line in body.split("\n"):
+        pieces.extend(_break_line(line, room))
+
+    pages: list[list[str]] = [[]]
+    used = 0
+    for piece in pieces:
+        cost = ussd_cost(piece) + (1 if pages[-1] else 0)
+        limit = budget - (tail_first if len(pages) == 1 else tail_other)
+        if pages[-1] and used + cost > limit:
+            pages.append([])
+            cost = ussd_cost(piece)
+            used = 0
+        pages[-1].append(piece)
+        used += cost
+
+    out = []
+    last = len(pages) - 1
+    for number, lines in enumerate(pages):
+        text = "\n".join(lines)
+        if number < last:
+            text += "\n" + more
+        if number > 0 and (number < last or back_on_last):
+            text += "\n" + back
+        out.append(text)
+    return out
+
+
+def _break_line(line: str, room: int) -> list[str]:
+    if ussd_cost(line) <= room:
+        return [line]
+    chunks: list[str] = []
+    current = ""
+    for word in line.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if ussd_cost(candidate) <= room:
+            current = candidate
+            continue
+        if current:
+            chunks.append(current)
+        while ussd_cost(word) > room:
+            cut = room
+            while ussd_cost(word[:cut]) > room:
+                cut -= 1
+            chunks.append(word[:cut])
+            word = word[cut:]
+        current = word
+    if current:
+        chunks.append(current)
+    return chunks
