@@ -1,0 +1,103 @@
+"""The gateway's aiohttp application: `create_app(config)`."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hmac
+import logging
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from flows import Engine
+from flows.catalog import N_
+
+from .config import Config
+from .resources import config_key, engine_key, rules_key, store_context, store_key
+from .ussd import Rules, ussd_callback
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+HOUSEKEEPING_SECONDS = 3600
+CALLBACK_PREFIXES = ("/ussd/", "/sms/")
+
+
+def create_app(config: Config) -> web.Application:
+    """Build the app; menus and catalogs are loaded and checked here, once."""
+    app = web.Application(middlewares=[error_middleware, callback_key_middleware],
+                          client_max_size=MAX_BODY)
+    app[config_key] = config
+    app[engine_key] = Engine.load(config.menus_dir, config.locale_dir,
+                                  list(config["language.available"]), config["language.default"])
+    app[rules_key] = Rules(
+        default_language=config["language.default"],
+        resume_window=dt.timedelta(minutes=config["ussd.resume_minutes"]),
+        ref_prefix=config["gateway.ref_prefix"],
+    )
+    app.cleanup_ctx.append(store_context)
+    app.cleanup_ctx.append(housekeeping_context)
+    setup_routes(app)
+    return app
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/ussd/africastalking", ussd_callback)
+    app.router.add_get("/healthz", healthz)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    counts = await request.app[store_key].call(lambda store: store.counts())
+    return web.json_response({"status": "ok", "pending": counts["submissions"]["by_sync_state"].get("pending", 0)})
+
+
+@web.middleware
+async def callback_key_middleware(request: web.Request, handler):
+    """Callbacks are unsigned: when a secret is set, the URL must carry it as `?key=`."""
+    secret = request.app[config_key]["gateway.callback_secret"]
+    if secret and request.path.startswith(CALLBACK_PREFIXES):
+        if not hmac.compare_digest(request.query.get("key", "").encode(), secret.encode()):
+            raise web.HTTPForbidden(text="missing or wrong callback key (?key=)")
+    return await handler(request)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """The one place an unexpected failure becomes an answer; a caller gets a polite END."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        if request.path.startswith("/ussd/"):
+            engine = request.app[engine_key]
+            sorry = engine.catalog.text(engine.default_language, N_("error.sorry"))
+            return web.Response(text=f"END {sorry}", content_type="text/plain")
+        return web.json_response({"error": "internal error"}, status=500)
+
+
+async def housekeeping_context(app: web.Application) -> AsyncIterator[None]:
+    """Delete USSD sessions nobody can resume any more, hourly."""
+    keep = dt.timedelta(hours=app[config_key]["ussd.keep_sessions_hours"])
+
+    async def loop() -> None:
+        while True:
+            try:
+                gone = await app[store_key].call(lambda store: store.purge_sessions(keep))
+                if gone:
+                    log.info("deleted %d old USSD sessions", gone)
+            except Exception:
+                log.exception("housekeeping failed")
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

@@ -1,0 +1,87 @@
+"""The `kentongan` command (also `python -m gateway`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+from aiohttp import web
+
+from flows import FlowError
+from sync.errors import StoreError
+from sync.store import Store
+
+from .config import ConfigError, load_config
+from .log import setup_logging
+
+log = logging.getLogger("kentongan")
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+    help="Config file (default ./config.yaml). Any key can be overridden by KENTONGAN_<SECTION>_<KEY>.",
+)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"kentongan: {message}", err=True)
+    sys.exit(2)
+
+
+def _config(path):
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        _fail(f"config error: {error}")
+
+
+@click.group()
+def main() -> None:
+    """Kentongan: an offline-first SMS/USSD gateway for village public services."""
+
+
+@main.command()
+@config_option
+def serve(config_path) -> None:
+    """Serve the gateway (USSD callback, health) until stopped."""
+    from .app import create_app
+
+    config = _config(config_path)
+    setup_logging()
+    try:
+        app = create_app(config)
+    except FlowError as error:
+        _fail(f"menu or catalog error: {error}")
+    host, port = config["gateway.host"], config["gateway.port"]
+    log.info("gateway on http://%s:%d, data in %s", host, port, config.data_dir)
+    try:
+        web.run_app(app, host=host, port=port, print=None, access_log=None, handle_signals=True)
+    except (OSError, StoreError) as error:
+        _fail(f"cannot serve on {host}:{port}: {error}")
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def status(config_path, as_json: bool) -> None:
+    """What the local store holds: submissions by state, open USSD sessions."""
+    config = _config(config_path)
+    try:
+        store = Store.open(config.data_dir)
+    except (OSError, StoreError) as error:
+        _fail(f"cannot open the store in {config.data_dir}: {error}")
+    try:
+        counts = store.counts()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(counts, indent=2, sort_keys=True))
+        return
+    subs = counts["submissions"]
+    click.echo(f"submissions: {subs['total']}")
+    for state, number in sorted(subs["by_sync_state"].items()):
+        click.echo(f"  sync {state}: {number}")
+    for state, number in sorted(subs["by_status"].items()):
+        click.echo(f"  status {state}: {number}")
+    click.echo(f"open USSD sessions: {counts['ussd_sessions_open']}")

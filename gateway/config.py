@@ -1,0 +1,184 @@
+"""Configuration, read and checked in one place.
+
+Settings are declared once in `SETTINGS` as (name, default, parser, help).
+A value comes from, in rising order: the default, `config.yaml`, and the
+environment variable `KENTONGAN_<SECTION>_<KEY>` (`KENTONGAN_GATEWAY_PORT`).
+An unknown key or a bad value raises `ConfigError` with one line naming the
+key; the CLI prints that line and stops.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from sync.reference import check_prefix
+
+DEFAULT_CONFIG = Path("config.yaml")
+
+
+class ConfigError(Exception):
+    """A setting is unknown or has a bad value; the message names it."""
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError("expected a string")
+    return str(value)
+
+
+def _integer(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a whole number from {low} to {high}") from None
+        if not low <= number <= high or (isinstance(value, float) and value != number):
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return number
+
+    return parse
+
+
+def _languages(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a list of language codes, like [id, en, sw]")
+    return tuple(value)
+
+
+def _prefix(value: Any) -> str:
+    return check_prefix(_string(value))
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "KENTONGAN_" + self.name.upper().replace(".", "_")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("gateway.host", "127.0.0.1", _string, "Address the gateway listens on."),
+    Setting("gateway.port", 8080, _integer(1, 65535), "Port the gateway listens on."),
+    Setting("gateway.data_dir", "./var", _string,
+            "Folder for the store (gateway.db) and the key that seals personal data (gateway.key)."),
+    Setting("gateway.ref_prefix", "K", _prefix,
+            "This gateway's reference prefix, 1-3 of 23456789ABCDEFGHJKMNPQRSTUVWXYZ; "
+            "unique per gateway, so references never collide."),
+    Setting("gateway.callback_secret", "", _string,
+            "When set, every callback URL must carry ?key=<this secret>; otherwise 403."),
+    Setting("ussd.resume_minutes", 5, _integer(0, 24 * 60),
+            "A caller whose session dropped and who dials again within this many minutes "
+            "is offered to continue; 0 turns the offer off."),
+    Setting("ussd.keep_sessions_hours", 24, _integer(1, 24 * 365),
+            "USSD sessions untouched for this long are deleted."),
+    Setting("ussd.menus_dir", "", _string, "Folder of menu files; empty for the menus shipped with Kentongan."),
+    Setting("language.default", "id", _string, "Language of callers who never chose one."),
+    Setting("language.available", ("id", "en", "sw"), _languages,
+            "Languages callers can choose, in menu order; each needs a catalog in locale/."),
+    Setting("language.locale_dir", "", _string, "Folder of catalogs; empty for the catalogs shipped with Kentongan."),
+)
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Checked settings, read with `config["gateway.port"]`."""
+
+    values: Mapping[str, Any]
+    source: Path | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def menus_dir(self) -> Path:
+        return Path(self["ussd.menus_dir"]) if self["ussd.menus_dir"] else data_root() / "menus"
+
+    @property
+    def locale_dir(self) -> Path:
+        return Path(self["language.locale_dir"]) if self["language.locale_dir"] else data_root() / "locale"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self["gateway.data_dir"])
+
+
+def data_root() -> Path:
+    """Where the shipped menus/ and locale/ are: beside the code in a checkout, else <prefix>/share."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "menus").is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "kentongan"
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None,
+                **overrides: Any) -> Config:
+    """Read `path` (default `./config.yaml`, optional), apply the environment, check everything.
+
+    `overrides` (`gateway__port=0`) win over both; tests use them.
+    """
+    environ = os.environ if environ is None else environ
+    explicit = path is not None
+    path = Path(path) if explicit else DEFAULT_CONFIG
+    raw: dict[str, Any] = {}
+    source = None
+    if path.exists():
+        source = path
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected sections like 'gateway:' at the top level")
+        raw.update(_flatten(data, path))
+    elif explicit:
+        raise ConfigError(f"{path}: no such config file")
+    for setting in SETTINGS:
+        if setting.env in environ:
+            raw[setting.name] = environ[setting.env]
+    for key, value in overrides.items():
+        raw[key.replace("__", ".")] = value
+    values = {}
+    for setting in SETTINGS:
+        value = raw.get(setting.name, setting.default)
+        try:
+            values[setting.name] = setting.parse(value)
+        except ValueError as error:
+            origin = setting.env if setting.env in environ else setting.name
+            raise ConfigError(f"{origin}: {error} (got {value!r})") from None
+    if values["language.default"] not in values["language.available"]:
+        raise ConfigError(f"language.default: {values['language.default']!r} is not in language.available "
+                          f"{list(values['language.available'])}")
+    return Config(MappingProxyType(values), source)
+
+
+def _flatten(data: dict, path: Path, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, path, name + "."))
+            continue
+        if name not in _BY_NAME:
+            close = difflib.get_close_matches(name, _BY_NAME, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{path}: unknown key {name!r}{hint}")
+        flat[name] = value
+    return flat

@@ -1,0 +1,277 @@
+"""The gateway's local store: one SQLite file in WAL mode, through sqlite-utils.
+
+Tables:
+
+    submissions     one row per confirmed submission (ULID id, short reference,
+                    service, sealed answers and phone, language, status, sync state)
+    claims          unique answers in use (a voter's NIK), by keyed digest
+    ussd_sessions   the state of each USSD session, its last input history and answer
+    callers         each caller's chosen language, by keyed digest of the phone
+
+Personal fields go through `Sealer` (sealed at rest, found by digest) and
+nowhere else. Every write of a USSD turn happens in one `transaction()`, so
+a submission and the session that confirms it are committed together, with
+`synchronous=FULL`, before the gateway answers.
+
+The store is synchronous and not thread-safe; the gateway gives it one
+thread of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import sqlite_utils
+from ulid import ULID
+
+from .errors import AlreadyClaimed, DuplicateReference
+from .seal import Sealer
+
+DATABASE_NAME = "gateway.db"
+KEY_FILE_NAME = "gateway.key"
+STATUSES = ("received", "in_progress", "resolved", "rejected")
+SYNC_STATES = ("pending", "synced")
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _stamp(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["submissions"].create({
+        "id": str, "ref": str, "service": str, "channel": str, "answers": str,
+        "phone": str, "phone_hash": str, "language": str, "status": str,
+        "sync_state": str, "session_id": str, "created_at": str, "updated_at": str,
+    }, pk="id", not_null={"ref", "service", "channel", "answers", "phone", "phone_hash",
+                          "language", "status", "sync_state", "created_at", "updated_at"})
+    db["submissions"].create_index(["ref"], unique=True)
+    db["submissions"].create_index(["phone_hash", "created_at"])
+    db["submissions"].create_index(["sync_state"])
+    db["claims"].create({"digest": str, "submission_id": str}, pk="digest", not_null={"submission_id"})
+    db["ussd_sessions"].create({
+        "id": str, "phone_hash": str, "service_code": str, "state": str, "history": str,
+        "response": str, "done": int, "resumable": int, "created_at": str, "updated_at": str,
+    }, pk="id", not_null={"phone_hash", "state", "history", "response", "created_at", "updated_at"})
+    db["ussd_sessions"].create_index(["phone_hash", "resumable", "updated_at"])
+    db["ussd_sessions"].create_index(["updated_at"])
+    db["callers"].create({"phone_hash": str, "language": str, "updated_at": str}, pk="phone_hash")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+"""Schema steps in order; `PRAGMA user_version` records how many have run."""
+
+
+class Store:
+    """The local store of one gateway."""
+
+    def __init__(self, path: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now):
+        self.path = Path(path)
+        self.sealer = sealer
+        self.clock = clock
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    @classmethod
+    def open(cls, data_dir: str | Path, clock: Callable[[], dt.datetime] = utc_now) -> "Store":
+        """The store in `data_dir` (`gateway.db`, sealed with `gateway.key` beside it)."""
+        data_dir = Path(data_dir)
+        return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for number, step in enumerate(MIGRATIONS[version:], version + 1):
+            with self.transaction():
+                step(self.db)
+                self.db.execute(f"PRAGMA user_version={number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator["Store"]:
+        """One write transaction (`BEGIN IMMEDIATE`); nested calls join the outer one."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            yield self
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+    # -- digests -----------------------------------------------------------
+
+    def _phone(self, phone: str) -> str:
+        return self.sealer.digest("phone:" + phone)
+
+    def _claim(self, service: str, answer: str, value: str) -> str:
+        return self.sealer.digest(f"claim:{service}:{answer}:{value}")
+
+    # -- USSD sessions -----------------------------------------------------
+
+    def session(self, session_id: str) -> dict | None:
+        """The stored session `session_id`: state, history, response, done; or None."""
+        row = self.db.execute(
+            "SELECT state, history, response, done FROM ussd_sessions WHERE id = ?", [session_id]
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "state": json.loads(self.sealer.open(row[0])),
+            "history": self.sealer.open(row[1]),
+            "response": self.sealer.open(row[2]),
+            "done": bool(row[3]),
+        }
+
+    def save_session(self, session_id: str, *, phone: str, service_code: str, state: dict,
+                     history: str, response: str, done: bool, resumable: bool) -> None:
+        """Record the session after a turn: its state, the history answered, the answer given."""
+        now = _stamp(self.clock())
+        self.db.execute(
+            """INSERT INTO ussd_sessions
+                 (id, phone_hash, service_code, state, history, response, done, resumable,
+                  created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(id) DO UPDATE SET state = excluded.state, history = excluded.history,
+                 response = excluded.response, done = excluded.done,
+                 resumable = excluded.resumable, updated_at = excluded.updated_at""",
+            [session_id, self._phone(phone), service_code,
+             self.sealer.seal(json.dumps(state, separators=(",", ":"))),
+             self.sealer.seal(history), self.sealer.seal(response),
+             int(done), int(resumable and not done), now, now],
+        )
+
+    def resumable_session(self, phone: str, within: dt.timedelta, exclude: str) -> tuple[str, dict] | None:
+        """The caller's latest unfinished session touched within `within`: (id, state), or None."""
+        since = _stamp(self.clock() - within)
+        row = self.db.execute(
+            """SELECT id, state FROM ussd_sessions
+               WHERE phone_hash = ? AND resumable = 1 AND updated_at >= ? AND id != ?
+               ORDER BY updated_at DESC LIMIT 1""",
+            [self._phone(phone), since, exclude],
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], json.loads(self.sealer.open(row[1]))
+
+    def forget_resumable(self, phone: str, exclude: str) -> None:
+        """No other session of this caller is to be offered again."""
+        self.db.execute("UPDATE ussd_sessions SET resumable = 0 WHERE phone_hash = ? AND id != ?",
+                        [self._phone(phone), exclude])
+
+    def purge_sessions(self, older_than: dt.timedelta) -> int:
+        """Delete sessions untouched for `older_than`; return how many went."""
+        with self.transaction():
+            cursor = self.db.execute("DELETE FROM ussd_sessions WHERE updated_at < ?",
+                                     [_stamp(self.clock() - older_than)])
+        return cursor.rowcount
+
+    # -- callers -----------------------------------------------------------
+
+    def language(self, phone: str) -> str | None:
+        """The language this phone chose, if it ever chose one."""
+        row = self.db.execute("SELECT language FROM callers WHERE phone_hash = ?",
+                              [self._phone(phone)]).fetchone()
+        return row[0] if row else None
+
+    def set_language(self, phone: str, language: str) -> None:
+        self.db["callers"].upsert({"phone_hash": self._phone(phone), "language": language,
+                                   "updated_at": _stamp(self.clock())}, pk="phone_hash")
+
+    # -- submissions -------------------------------------------------------
+
+    def add_submission(self, submission: dict, *, phone: str, channel: str,
+                       session_id: str | None = None) -> dict:
+        """Store a new submission (`service`, `ref`, `answers`, `language`, `unique`).
+
+        Raises `DuplicateReference` when `ref` is in use (draw another) and
+        `AlreadyClaimed` when a `unique` answer is; either way nothing is kept.
+        """
+        now = _stamp(self.clock())
+        row = {
+            "id": str(ULID()),
+            "ref": submission["ref"],
+            "service": submission["service"],
+            "channel": channel,
+            "answers": self.sealer.seal(json.dumps(submission["answers"], ensure_ascii=False)),
+            "phone": self.sealer.seal(phone),
+            "phone_hash": self._phone(phone),
+            "language": submission["language"],
+            "status": "received",
+            "sync_state": "pending",
+            "session_id": session_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self.transaction():
+            if self.db.execute("SELECT 1 FROM submissions WHERE ref = ?", [row["ref"]]).fetchone():
+                raise DuplicateReference(row["ref"])
+            claims = [self._claim(row["service"], answer, value)
+                      for answer, value in sorted(submission.get("unique", {}).items())]
+            for digest in claims:
+                if self.db.execute("SELECT 1 FROM claims WHERE digest = ?", [digest]).fetchone():
+                    raise AlreadyClaimed(row["service"])
+            self.db["submissions"].insert(row)
+            self.db["claims"].insert_all({"digest": d, "submission_id": row["id"]} for d in claims)
+        return {"id": row["id"], "ref": row["ref"], "created_at": now}
+
+    def taken(self, service: str, answer: str, value: str) -> bool:
+        """True when `value` is already claimed for `answer` of `service`."""
+        return self.db.execute("SELECT 1 FROM claims WHERE digest = ?",
+                               [self._claim(service, answer, value)]).fetchone() is not None
+
+    def recent_submissions(self, phone: str, limit: int = 5) -> list[dict]:
+        """This phone's latest submissions, newest first: ref, service, status, created_at."""
+        rows = self.db.execute(
+            """SELECT ref, service, status, created_at FROM submissions
+               WHERE phone_hash = ? ORDER BY created_at DESC, id DESC LIMIT ?""",
+            [self._phone(phone), limit],
+        ).fetchall()
+        return [dict(zip(("ref", "service", "status", "created_at"), row)) for row in rows]
+
+    def find_submission(self, ref: str, phone: str) -> dict | None:
+        """The submission `ref` if `phone` made it (same keys as `recent_submissions`)."""
+        row = self.db.execute(
+            "SELECT ref, service, status, created_at FROM submissions WHERE ref = ? AND phone_hash = ?",
+            [ref, self._phone(phone)],
+        ).fetchone()
+        return dict(zip(("ref", "service", "status", "created_at"), row)) if row else None
+
+    def submission(self, ref: str) -> dict | None:
+        """The whole submission `ref`, personal fields opened; for operators and tests."""
+        rows = list(self.db["submissions"].rows_where("ref = ?", [ref]))
+        if not rows:
+            return None
+        row = rows[0]
+        row["answers"] = json.loads(self.sealer.open(row["answers"]))
+        row["phone"] = self.sealer.open(row["phone"])
+        del row["phone_hash"]
+        return row
+
+    def counts(self) -> dict:
+        """Submissions by sync state and by status, and open USSD sessions."""
+        by_sync = dict(self.db.execute(
+            "SELECT sync_state, count(*) FROM submissions GROUP BY sync_state").fetchall())
+        by_status = dict(self.db.execute(
+            "SELECT status, count(*) FROM submissions GROUP BY status").fetchall())
+        sessions = self.db.execute("SELECT count(*) FROM ussd_sessions WHERE done = 0").fetchone()[0]
+        return {"submissions": {"by_sync_state": by_sync, "by_status": by_status,
+                                "total": sum(by_sync.values())},
+                "ussd_sessions_open": sessions}
