@@ -30,8 +30,8 @@ locale/%/LC_MESSAGES/messages.mo: locale/%/LC_MESSAGES/messages.po $(STAMP)
 # After changing a menu or a message in the code: refresh the template and
 # every catalog, then translate what `pybabel update` left empty.
 catalogs: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg --no-location --omit-header -o locale/messages.pot .
-	$(BIN)/pybabel update --no-location --no-fuzzy-matching -i locale/messages.pot -d locale
+	$(BIN)/pybabel extract -F babel.cfg --no-location --omit-header -w 100 -o locale/messages.pot .
+	$(BIN)/pybabel update --no-fuzzy-matching --ignore-obsolete -w 100 -i locale/messages.pot -d locale
 
 clean:
 	rm -rf $(VENV) var $(MO)

@@ -60,20 +60,28 @@ class Catalog:
         return bool(translated) and translated != msgid
 
     def text(self, lang: str, msgid: str, **values: Any) -> str:
-        """The message `msgid` in `lang`, with `{name}` placeholders filled from `values`."""
+        """The message `msgid` in `lang`, with `{name}` placeholders filled from `values`.
+
+        A placeholder without a value becomes empty: an answer the caller's
+        branch never asked for (`{kind_other}` when the kind was not "other").
+        """
         template = self._translations[lang].gettext(msgid)
-        if not values:
+        if "{" not in template:
             return template
         try:
-            return template.format(**values)
-        except (KeyError, IndexError, ValueError):
-            log.error("catalog %s: message %r has placeholders that do not match %s",
-                      lang, msgid, sorted(values))
+            return template.format_map(_Blank(values))
+        except (IndexError, ValueError, AttributeError):
+            log.error("catalog %s: message %r has a malformed placeholder", lang, msgid)
             return template
 
     def language_name(self, lang: str) -> str:
         """The language's own name for itself, from babel's CLDR data."""
         return Locale.parse(lang).get_display_name(lang)
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 def _load_one(folder: Path, lang: str) -> Translations:

@@ -231,7 +231,7 @@ class Engine:
         values = self._display(flow, session["answers"], lang)
         if "ref" in session:
             values["ref"] = session["ref"]
-        lines = [text(lang, screen.text, **values)]
+        lines = [line.rstrip() for line in text(lang, screen.text, **values).split("\n")]
         if screen.kind == "menu":
             labels = ([self._language_names[code] for code in self.languages] if screen.choices_from
                       else [text(lang, choice.label) for choice in screen.choices])

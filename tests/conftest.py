@@ -1,0 +1,88 @@
+import os
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.config import load_config
+
+PHONE = "+6281234567890"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_config(data_dir: Path, **overrides):
+    return load_config(None, environ={}, gateway__data_dir=str(data_dir), **overrides)
+
+
+class Gateway:
+    """A real gateway on a loopback port, with a phone to dial it."""
+
+    def __init__(self, config):
+        self.config = config
+        self.runner = None
+        self.url = None
+        self.http = None
+
+    async def start(self):
+        self.runner = web.AppRunner(create_app(self.config))
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}"
+        self.http = aiohttp.ClientSession()
+        return self
+
+    async def stop(self):
+        await self.http.close()
+        await self.runner.cleanup()
+
+    async def restart(self):
+        await self.stop()
+        return await self.start()
+
+    @property
+    def app(self):
+        return self.runner.app
+
+    async def post(self, path, data, **kwargs):
+        async with self.http.post(self.url + path, data=data, **kwargs) as response:
+            return response.status, await response.text(), response.headers.get("Content-Type", "")
+
+    async def hop(self, session_id, text, phone=PHONE, service_code="*384*1#"):
+        """One USSD callback, exactly as Africa's Talking sends it; returns the body."""
+        status, body, kind = await self.post("/ussd/africastalking", {
+            "sessionId": session_id, "serviceCode": service_code, "phoneNumber": phone,
+            "networkCode": "51010", "text": text,
+        })
+        assert status == 200, body
+        assert kind.startswith("text/plain")
+        return body
+
+    async def dial(self, session_id, *inputs, phone=PHONE):
+        """Dial and type `inputs` one hop at a time; return every screen."""
+        screens = [await self.hop(session_id, "", phone)]
+        history = []
+        for typed in inputs:
+            history.append(typed)
+            screens.append(await self.hop(session_id, "*".join(history), phone))
+        return screens
+
+
+@pytest.fixture
+def config(tmp_path):
+    return make_config(tmp_path / "var")
+
+
+@pytest.fixture
+async def gateway(config):
+    gw = await Gateway(config).start()
+    yield gw
+    await gw.stop()

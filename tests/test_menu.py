@@ -1,0 +1,111 @@
+"""Menu files: a wrong one is refused at start-up with the file and screen named."""
+
+import textwrap
+
+import pytest
+
+from flows import MenuError
+from flows.menu import load_flow, load_menus
+from gateway.config import data_root
+
+GOOD = """
+spec_version: 1
+flow: demo
+title: demo.title
+start: ask
+screens:
+  ask:
+    kind: input
+    text: demo.ask
+    validate: {type: text, max: 10}
+    save: thing
+    next: done
+  done:
+    kind: end
+    text: demo.done
+"""
+
+BROKEN = [
+    ("spec_version: 1", "spec_version: 2", "spec_version must be 1"),
+    ("flow: demo", "flow: other", "'flow' must be 'demo'"),
+    ("start: ask", "start: nowhere", "'start' names no screen"),
+    ("kind: input", "kind: question", "screen 'ask': 'kind' must be one of"),
+    ("next: done", "next: nowhere", "screen 'ask': goes to unknown screen 'nowhere'"),
+    ("next: done", "next: '@elsewhere'", "jumps to unknown flow '@elsewhere'"),
+    ("{type: text, max: 10}", "{type: colour}", "screen 'ask': unknown validator type 'colour'"),
+    ("{type: text, max: 10}", "{type: text, max: 10, min: 20}", "screen 'ask': bad options"),
+    ("{type: text, max: 10}", "{type: digits, lenght: 3}", "screen 'ask': bad options for validator 'digits'"),
+    ("    save: thing\n", "", "screen 'ask': an input screen needs 'save'"),
+    ("    text: demo.done", "    text: demo.done\n    choices: []", "screen 'done': keys ['choices'] do not belong"),
+    ("next: done", "next:\n      - when: {thing: x}\n        to: done",
+     "the last branch must have no 'when'"),
+    ("next: done", "next:\n      - when: {colour: x}\n        to: done\n      - to: done",
+     "branches on 'colour', which no screen saves"),
+    ("    text: demo.done", "    text: demo.done\n    action: submit", "'submit' in a flow without 'submits: true'"),
+    ("screens:", "screens: {}\nextra:", "unknown keys"),
+]
+
+
+def write(folder, text, name="demo"):
+    (folder / f"{name}.yaml").write_text(textwrap.dedent(text))
+    return folder / f"{name}.yaml"
+
+
+def test_menu_good_file_compiles(tmp_path):
+    flow = load_flow(write(tmp_path, GOOD))
+    assert list(flow.screens) == ["ask", "done"]
+    assert flow.machine.get_state("ask")
+
+
+@pytest.mark.parametrize("old, new, expected", BROKEN)
+def test_menu_broken_file_is_refused_with_a_clear_reason(tmp_path, old, new, expected):
+    assert old in GOOD
+    write(tmp_path, GOOD.replace(old, new, 1))
+    write(tmp_path, GOOD.replace("flow: demo", "flow: main"), name="main")
+    with pytest.raises(MenuError) as caught:
+        load_menus(tmp_path)
+    assert expected in str(caught.value)
+    assert "demo.yaml" in str(caught.value)
+
+
+def test_menu_yes_and_no_keys_are_refused_not_misread(tmp_path):
+    confirm = GOOD.replace("next: done", "next: sure").replace("screens:", """screens:
+  sure:
+    kind: confirm
+    text: demo.sure
+    yes: done
+    no: done""")
+    write(tmp_path, confirm)
+    with pytest.raises(MenuError, match=r"screen 'sure': keys \[False, True\] do not belong"):
+        load_flow(tmp_path / "demo.yaml")
+
+
+def test_menu_too_many_choices(tmp_path):
+    choices = "\n".join(f"      - {{label: demo.c{n}, next: done}}" for n in range(10))
+    write(tmp_path, GOOD.replace("""    kind: input
+    text: demo.ask
+    validate: {type: text, max: 10}
+    save: thing
+    next: done""", f"""    kind: menu
+    text: demo.ask
+    choices:
+{choices}"""))
+    with pytest.raises(MenuError, match="at most 9 choices"):
+        load_flow(tmp_path / "demo.yaml")
+
+
+def test_menu_folder_needs_a_main_menu(tmp_path):
+    write(tmp_path, GOOD)
+    with pytest.raises(MenuError, match="no main menu"):
+        load_menus(tmp_path)
+
+
+def test_menu_not_yaml(tmp_path):
+    (tmp_path / "demo.yaml").write_text("screens: [unclosed")
+    with pytest.raises(MenuError, match="demo.yaml: not valid YAML"):
+        load_flow(tmp_path / "demo.yaml")
+
+
+def test_menu_shipped_menus_load():
+    flows = load_menus(data_root() / "menus")
+    assert set(flows) == {"main", "report", "voter", "permit", "status", "language"}

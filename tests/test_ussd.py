@@ -1,0 +1,336 @@
+"""The USSD callback end to end: a real gateway on a loopback port, a real SQLite file."""
+
+import asyncio
+import datetime as dt
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from babel.dates import format_skeleton
+
+from conftest import PHONE, Gateway, make_config
+from flows.text import USSD_LIMIT, ussd_cost
+from gateway.resources import store_key
+from sync.store import DATABASE_NAME, Store
+
+TRANSCRIPTS = Path(__file__).parent / "transcripts"
+REGENERATE = os.environ.get("KENTONGAN_REGEN_TRANSCRIPTS") == "1"
+NIK = "3201234567890123"
+LANGUAGE_KEY = {"id": "1", "en": "2", "sw": "3"}
+
+
+def check_body(body):
+    assert body.startswith(("CON ", "END ")), body
+    assert ussd_cost(body) <= USSD_LIMIT, f"{ussd_cost(body)} septets: {body!r}"
+    assert "Traceback" not in body
+
+
+def rows(gateway, sql, *args):
+    with sqlite3.connect(gateway.config.data_dir / DATABASE_NAME) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def refs(gateway):
+    return [r for (r,) in rows(gateway, "SELECT ref FROM submissions ORDER BY created_at")]
+
+
+# -- the contract's first screen ------------------------------------------
+
+async def test_ussd_first_hop_shows_main_menu(gateway):
+    status, body, kind = await gateway.post("/ussd/africastalking", {
+        "sessionId": "a", "serviceCode": "*384*1#", "phoneNumber": "+6281234567890", "text": ""})
+    assert status == 200 and kind.startswith("text/plain")
+    assert body.startswith("CON Kentongan, layanan desa. Pilih:\n1. Lapor masalah\n2. Daftar pemilih")
+
+
+# -- every service to its END, in every language (golden transcripts) -------
+
+SCRIPT = [
+    ("report", ["1", "1", "Dusun Kidul RT 03", "Jalan berlubang di depan sekolah", "1"]),
+    ("voter", ["2", NIK, "Siti Aminah", "17081990", "Sukamaju", "1"]),
+    ("voter again", ["2", NIK]),
+    ("permit", ["3", "3201234567890999", "Warung Bu Siti", "6", "Jahit baju", "Sukamaju", "1"]),
+    ("permit cancelled", ["3", "3201234567890999", "Kios Pak Budi", "1", "Sukamaju", "2"]),
+    ("status recent", ["4", "1"]),
+    ("status by reference", ["4", "2", "<REF1>"]),
+    ("status of a reference that is not mine", ["4", "2", "ZZZZZZ"]),
+]
+
+
+@pytest.mark.parametrize("lang", ["id", "en", "sw"])
+async def test_ussd_every_service_in_every_language(gateway, lang):
+    lines = [f"# Every service in {lang}; regenerate with KENTONGAN_REGEN_TRANSCRIPTS=1"]
+    screens = await gateway.dial(f"{lang}-language", "5", LANGUAGE_KEY[lang])
+    assert screens[-1].startswith("END ")
+    for number, (name, inputs) in enumerate(SCRIPT):
+        known = refs(gateway)
+        inputs = [known[0] if typed == "<REF1>" else typed for typed in inputs]
+        screens = await gateway.dial(f"{lang}-{number}", *inputs)
+        for body in screens:
+            check_body(body)
+        assert screens[-1].startswith("END "), f"{name} did not end: {screens[-1]!r}"
+        assert all(body.startswith("CON ") for body in screens[:-1]), name
+        lines.append(f"## {name}")
+        for typed, body in zip([""] + inputs, screens):
+            lines.append(f"> {typed}")
+            lines.append(body)
+    assert len(refs(gateway)) == 3  # report, voter, permit; the refused and cancelled ones made nothing
+    text = "\n".join(lines) + "\n"
+    for n, ref in enumerate(refs(gateway), 1):
+        text = text.replace(ref, f"<REF{n}>")
+    text = text.replace(format_skeleton("MMMd", dt.datetime.now(dt.timezone.utc).date(), locale=lang), "<TODAY>")
+    golden = TRANSCRIPTS / f"{lang}.txt"
+    if REGENERATE:
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+async def test_ussd_language_choice_is_remembered_for_later_sessions(gateway):
+    await gateway.dial("s1", "5", "2")
+    assert (await gateway.hop("s2", "")).startswith("CON Kentongan village services")
+    other_phone = await gateway.hop("s3", "", phone="+254711082300")
+    assert other_phone.startswith("CON Kentongan, layanan desa")
+
+
+# -- bad input re-asks, navigation -----------------------------------------
+
+async def test_ussd_wrong_inputs_reask_and_never_end(gateway):
+    screens = await gateway.dial("w", "7", "2", "", "12", "3201234567890123", "x", "Siti Aminah", "31022000")
+    assert screens[1].startswith("CON Pilihan tidak ada.\nKentongan")
+    assert screens[3] == "CON Harus 16 angka.\nMasukkan NIK Anda (16 angka):"
+    assert screens[4] == "CON Harus 16 angka.\nMasukkan NIK Anda (16 angka):"
+    assert screens[6].startswith("CON Minimal 3 huruf.")
+    assert screens[8].startswith("CON Tanggal salah.")
+    assert all(s.startswith("CON ") for s in screens)
+
+
+async def test_ussd_double_zero_returns_to_main_menu(gateway):
+    screens = await gateway.dial("h", "2", NIK, "00", "1")
+    assert screens[3].startswith("CON Kentongan, layanan desa")
+    assert screens[4].startswith("CON Jenis masalah:")
+
+
+async def test_ussd_paging_next_and_back(gateway):
+    for n in range(6):
+        await gateway.dial(f"r{n}", "1", "2", f"Dusun {n} Kidul", "Lampu mati sejak minggu lalu", "1")
+    screens = await gateway.dial("p", "4", "1", "98")
+    assert screens[2].startswith("CON ") and screens[2].endswith("98. Berikutnya")
+    assert screens[3].startswith("END ")
+    shown = screens[2] + screens[3]
+    assert all(ref in shown for ref in refs(gateway)[-5:])
+    confirm = await gateway.dial("q", "1", "1", "Dusun Kidul RT 03 RW 05 dekat balai", "x" * 100, "98", "0")
+    assert confirm[4].endswith("98. Berikutnya")
+    assert confirm[5].endswith("0. Kembali") and "1. Ya, kirim" in confirm[5]
+    assert confirm[6] == confirm[4]
+
+
+# -- retries, restarts, dropped sessions ------------------------------------
+
+async def test_ussd_duplicate_callback_is_a_no_op(gateway):
+    first = await gateway.dial("d", "1", "1", "Dusun Kidul", "Jalan rusak parah")
+    again = await gateway.hop("d", "1*1*Dusun Kidul*Jalan rusak parah")
+    assert again == first[-1]
+    end = await gateway.hop("d", "1*1*Dusun Kidul*Jalan rusak parah*1")
+    retries = await asyncio.gather(*[gateway.hop("d", "1*1*Dusun Kidul*Jalan rusak parah*1") for _ in range(5)])
+    assert set(retries) == {end}
+    assert len(refs(gateway)) == 1 and refs(gateway)[0] in end
+
+
+async def test_ussd_concurrent_first_hops_of_one_session(gateway):
+    bodies = await asyncio.gather(*[gateway.hop("c", "") for _ in range(5)])
+    assert len(set(bodies)) == 1
+    assert rows(gateway, "SELECT count(*) FROM ussd_sessions") == [(1,)]
+
+
+async def test_ussd_stale_retry_of_an_earlier_hop_does_not_advance(gateway):
+    screens = await gateway.dial("o", "2", NIK)
+    assert await gateway.hop("o", "2") == screens[-1]  # late copy of hop 1: answer where we are
+    assert (await gateway.hop("o", f"2*{NIK}*Siti Aminah")).startswith("CON Tanggal lahir")
+
+
+async def test_ussd_free_text_may_contain_star(gateway):
+    screens = await gateway.dial("t", "1", "1", "Blok C*7", "Lubang*besar", "1")
+    assert "Blok C*7" in screens[4] and "Lubang*besar" in screens[4]
+    store = Store.open(gateway.config.data_dir)
+    assert store.submission(refs(gateway)[0])["answers"]["location"] == "Blok C*7"
+    store.close()
+
+
+async def test_ussd_restarted_gateway_resumes_session(gateway):
+    await gateway.dial("r", "2", NIK, "Siti Aminah")
+    await gateway.restart()
+    body = await gateway.hop("r", f"2*{NIK}*Siti Aminah*17081990")
+    assert body == "CON Desa tempat tinggal Anda:"
+    await gateway.hop("r", f"2*{NIK}*Siti Aminah*17081990*Sukamaju")
+    end = await gateway.hop("r", f"2*{NIK}*Siti Aminah*17081990*Sukamaju*1")
+    assert end.startswith("END Pendaftaran diterima")
+
+
+async def test_ussd_unknown_session_with_history_is_replayed(gateway):
+    body = await gateway.hop("never-seen", f"2*{NIK}*Siti Aminah")
+    assert body.startswith("CON Tanggal lahir")
+
+
+async def test_ussd_dropped_session_can_be_resumed(gateway):
+    await gateway.dial("drop", "2", NIK, "Siti Aminah", "17081990")
+    offer = await gateway.hop("again", "")
+    assert offer == "CON Sambungan terputus. Lanjutkan Pendaftaran pemilih?\n1. Lanjutkan\n2. Mulai dari awal"
+    assert await gateway.hop("again", "1") == "CON Desa tempat tinggal Anda:"
+    assert (await gateway.hop("again", "1*Sukamaju")).startswith("CON Daftar sebagai pemilih?")
+    end = await gateway.hop("again", "1*Sukamaju*1")
+    assert end.startswith("END Pendaftaran diterima")
+    store = Store.open(gateway.config.data_dir)
+    answers = store.submission(refs(gateway)[0])["answers"]
+    store.close()
+    assert answers == {"nik": NIK, "name": "Siti Aminah", "birth_date": "1990-08-17", "village": "Sukamaju"}
+    assert (await gateway.hop("third", "")).startswith("CON Kentongan")  # offered once, not forever
+
+
+async def test_ussd_dropped_session_offer_can_be_declined(gateway):
+    await gateway.dial("drop", "1", "1", "Dusun Kidul")
+    assert (await gateway.hop("again", "")).startswith("CON Sambungan terputus")
+    assert (await gateway.hop("again", "2")).startswith("CON Kentongan, layanan desa")
+
+
+async def test_ussd_dropped_session_offer_survives_a_second_drop(gateway):
+    await gateway.dial("drop", "1", "1", "Dusun Kidul")
+    await gateway.hop("again", "")  # the offer, then the line drops again
+    assert (await gateway.hop("third", "")).startswith("CON Sambungan terputus")
+    assert await gateway.hop("third", "1") == "CON Jelaskan singkat masalahnya (maks. 100 huruf):"
+
+
+async def test_ussd_no_offer_after_the_window(gateway):
+    await gateway.dial("drop", "2", NIK)
+    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=6)).isoformat(timespec="milliseconds")
+    with sqlite3.connect(gateway.config.data_dir / DATABASE_NAME) as conn:
+        conn.execute("UPDATE ussd_sessions SET updated_at = ?", [old])
+    assert (await gateway.hop("late", "")).startswith("CON Kentongan")
+
+
+async def test_ussd_no_offer_for_another_phone(gateway):
+    await gateway.dial("drop", "2", NIK)
+    assert (await gateway.hop("other", "", phone="+254711082300")).startswith("CON Kentongan")
+
+
+async def test_ussd_no_offer_after_a_finished_session(gateway):
+    await gateway.dial("done", "1", "1", "Dusun Kidul", "Jalan rusak", "1")
+    assert (await gateway.hop("next", "")).startswith("CON Kentongan")
+
+
+async def test_ussd_resume_can_be_turned_off(tmp_path):
+    gw = await Gateway(make_config(tmp_path, ussd__resume_minutes=0)).start()
+    try:
+        await gw.dial("drop", "2", NIK)
+        assert (await gw.hop("again", "")).startswith("CON Kentongan")
+    finally:
+        await gw.stop()
+
+
+# -- durability and uniqueness ----------------------------------------------
+
+async def test_ussd_submission_is_on_disk_when_end_arrives(gateway):
+    end = (await gateway.dial("s", "1", "4", "Sumur umum", "Air keruh sejak seminggu", "1"))[-1]
+    ref = re.search(r"Nomor: (\w+)\.", end).group(1)
+    found = rows(gateway, "SELECT service, status, sync_state, channel FROM submissions WHERE ref = ?", ref)
+    assert found == [("report", "received", "pending", "ussd")]
+
+
+async def test_ussd_failed_store_write_sends_no_reference_and_loses_nothing(gateway, monkeypatch):
+    await gateway.dial("f", "1", "4", "Sumur umum", "Air keruh")
+    store = gateway.app[store_key].store
+    real = store.add_submission
+
+    def broken(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "add_submission", broken)
+    sorry = await gateway.hop("f", "1*4*Sumur umum*Air keruh*1")
+    assert sorry == "END Maaf, ada gangguan. Silakan coba lagi nanti."
+    assert refs(gateway) == []
+    monkeypatch.setattr(store, "add_submission", real)
+    end = await gateway.hop("f", "1*4*Sumur umum*Air keruh*1")  # the network retries
+    assert end.startswith("END Terima kasih") and refs(gateway)[0] in end
+
+
+async def test_ussd_duplicate_nik_is_refused_politely(gateway):
+    await gateway.dial("v1", "2", NIK, "Siti Aminah", "17081990", "Sukamaju", "1")
+    screens = await gateway.dial("v2", "2", NIK, phone="+6281298765432")
+    assert screens[-1] == ("END NIK ini sudah terdaftar sebagai pemilih. Tidak perlu mendaftar lagi. "
+                           "Terima kasih.")
+    assert len(refs(gateway)) == 1
+
+
+async def test_ussd_two_sessions_racing_with_one_nik_make_one_registration(gateway):
+    answers = [NIK, "Siti Aminah", "17081990", "Sukamaju"]
+    await gateway.dial("a", "2", *answers)
+    await gateway.dial("b", "2", *answers, phone="+6281298765432")
+    ends = await asyncio.gather(gateway.hop("a", "2*" + "*".join(answers) + "*1"),
+                                gateway.hop("b", "2*" + "*".join(answers) + "*1", phone="+6281298765432"))
+    assert sorted(e.split(".")[0] for e in ends) == ["END NIK ini sudah terdaftar sebagai pemilih",
+                                                     "END Pendaftaran diterima"]
+    assert len(refs(gateway)) == 1
+
+
+async def test_ussd_personal_data_is_not_stored_in_clear(gateway):
+    await gateway.dial("p", "2", NIK, "Siti Aminah", "17081990", "Sukamaju", "1")
+    raw = b"".join(p.read_bytes() for p in gateway.config.data_dir.glob("gateway.db*"))
+    for secret in (NIK, "Siti Aminah", "Sukamaju", PHONE, PHONE[1:]):
+        assert secret.encode() not in raw
+
+
+async def test_ussd_logs_mask_phone_numbers(gateway, caplog):
+    caplog.set_level("INFO")
+    await gateway.dial("l", "2", NIK, "Siti Aminah", "17081990", "Sukamaju", "1")
+    text = caplog.text
+    assert "+62812****890" in text
+    for secret in (PHONE, PHONE[1:], NIK, "Siti Aminah"):
+        assert secret not in text
+
+
+# -- malformed callbacks -------------------------------------------------------
+
+GOOD_FORM = {"sessionId": "x", "serviceCode": "*384*1#", "phoneNumber": PHONE, "networkCode": "51010", "text": ""}
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"sessionId": None}, "missing form field(s): sessionId"),
+    ({"text": None, "phoneNumber": None}, "missing form field(s): phoneNumber, text"),
+    ({"sessionId": ""}, "sessionId must be"),
+    ({"serviceCode": ""}, "serviceCode must be"),
+    ({"phoneNumber": "0812345"}, "phoneNumber must be in E.164 form"),
+    ({"phoneNumber": "+62 81"}, "phoneNumber is not a possible phone number"),
+    ({"phoneNumber": "not a number"}, "phoneNumber must be in E.164 form"),
+    ({"text": "1*" * 1001}, "text is longer than 2000 characters"),
+])
+async def test_ussd_malformed_callback_gets_400_with_reason(gateway, change, reason):
+    form = {k: v for k, v in {**GOOD_FORM, **change}.items() if v is not None}
+    status, body, _ = await gateway.post("/ussd/africastalking", form)
+    assert status == 400 and reason in body
+
+
+async def test_ussd_json_body_gets_400(gateway):
+    async with gateway.http.post(gateway.url + "/ussd/africastalking", json=GOOD_FORM) as response:
+        assert response.status == 400
+        assert "missing form field(s)" in await response.text()
+
+
+async def test_ussd_callback_secret_is_checked(tmp_path):
+    gw = await Gateway(make_config(tmp_path, gateway__callback_secret="s3cret")).start()
+    try:
+        status, body, _ = await gw.post("/ussd/africastalking", GOOD_FORM)
+        assert status == 403 and "callback key" in body
+        status, _, _ = await gw.post("/ussd/africastalking?key=wrong", GOOD_FORM)
+        assert status == 403
+        status, body, _ = await gw.post("/ussd/africastalking?key=s3cret", GOOD_FORM)
+        assert status == 200 and body.startswith("CON ")
+    finally:
+        await gw.stop()
+
+
+async def test_ussd_healthz(gateway):
+    async with gateway.http.get(gateway.url + "/healthz") as response:
+        assert response.status == 200
+        assert (await response.json())["status"] == "ok"
