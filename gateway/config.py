@@ -52,6 +52,8 @@ def _integer(low: int, high: int) -> Callable[[Any], int]:
 def _languages(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, tuple):
+        value = list(value)
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise ValueError("expected a list of language codes, like [id, en, sw]")
     return tuple(value)

@@ -19,7 +19,11 @@ def free_port() -> int:
 
 
 def make_config(data_dir: Path, **overrides):
-    return load_config(None, environ={}, gateway__data_dir=str(data_dir), **overrides)
+    """Defaults (not ./config.yaml) with the data under `data_dir`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    empty = data_dir / "config.yaml"
+    empty.write_text("")
+    return load_config(empty, environ={}, gateway__data_dir=str(data_dir), **overrides)
 
 
 class Gateway:

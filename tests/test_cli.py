@@ -1,0 +1,59 @@
+"""The `kentongan` command."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from conftest import free_port
+
+
+def kentongan(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})}, **kwargs)
+
+
+def test_cli_serve_answers_the_main_menu_and_status_counts(tmp_path):
+    port = free_port()
+    env = {**os.environ, "KENTONGAN_GATEWAY_PORT": str(port), "KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}
+    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                form = "sessionId=a&serviceCode=*384*1%23&phoneNumber=%2B6281234567890&text="
+                for text in ("", "1", "1*1", "1*1*Dusun Kidul", "1*1*Dusun Kidul*Jalan rusak", "1*1*Dusun Kidul*Jalan rusak*1"):
+                    request = urllib.request.Request(f"http://127.0.0.1:{port}/ussd/africastalking",
+                                                     data=form.replace("text=", f"text={text}").encode())
+                    body = urllib.request.urlopen(request, timeout=5).read().decode()
+                    if text == "":
+                        assert body.startswith("CON Kentongan, layanan desa. Pilih:")
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert body.startswith("END Terima kasih")
+    finally:
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=30)[0]
+    assert "+6281234567890" not in output and "+62812****890" in output
+    result = kentongan("status", "--json", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    counts = json.loads(result.stdout)
+    assert counts["submissions"]["total"] == 1
+    assert counts["submissions"]["by_sync_state"] == {"pending": 1}
+    human = kentongan("status", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}, cwd=tmp_path)
+    assert "submissions: 1" in human.stdout and "sync pending: 1" in human.stdout
+
+
+def test_cli_serve_refuses_a_broken_menu(tmp_path):
+    menus = tmp_path / "menus"
+    menus.mkdir()
+    (menus / "main.yaml").write_text("spec_version: 1\nflow: main\n")
+    result = kentongan("serve", env={"KENTONGAN_USSD_MENUS_DIR": str(menus)}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"kentongan: menu or catalog error: {menus / 'main.yaml'}: 'screens' must be a non-empty mapping"]

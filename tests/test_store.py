@@ -1,0 +1,108 @@
+"""The local store: transactions, sealing, references, claims."""
+
+import datetime as dt
+import sqlite3
+
+import pytest
+
+from sync.errors import AlreadyClaimed, DuplicateReference, KeyFileError
+from sync.reference import ALPHABET, check_prefix, new_reference
+from sync.seal import Sealer
+from sync.store import DATABASE_NAME, KEY_FILE_NAME, Store
+
+SUB = {"service": "voter", "ref": "K7ABCDE", "language": "id", "unique": {"nik": "3201234567890123"},
+       "answers": {"nik": "3201234567890123", "name": "Siti Aminah"}}
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store.open(tmp_path)
+    yield store
+    store.close()
+
+
+def test_store_submission_round_trip(store):
+    added = store.add_submission(SUB, phone="+6281234567890", channel="ussd", session_id="s1")
+    row = store.submission("K7ABCDE")
+    assert row["id"] == added["id"] and len(row["id"]) == 26
+    assert row["answers"] == SUB["answers"] and row["phone"] == "+6281234567890"
+    assert (row["status"], row["sync_state"], row["channel"]) == ("received", "pending", "ussd")
+
+
+def test_store_uses_wal(store):
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_store_duplicate_reference_and_claim_keep_nothing(store):
+    store.add_submission(SUB, phone="+6281234567890", channel="ussd")
+    with pytest.raises(DuplicateReference):
+        store.add_submission({**SUB, "unique": {}}, phone="+62812", channel="ussd")
+    with pytest.raises(AlreadyClaimed):
+        store.add_submission({**SUB, "ref": "K7BBBBB"}, phone="+62812", channel="ussd")
+    assert store.counts()["submissions"]["total"] == 1
+    assert store.taken("voter", "nik", "3201234567890123")
+    assert not store.taken("permit", "nik", "3201234567890123")
+
+
+def test_store_transaction_rolls_back_everything(store):
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.add_submission(SUB, phone="+6281234567890", channel="ussd")
+            store.save_session("s", phone="+62", service_code="*1#", state={}, history="", response="CON x",
+                               done=False, resumable=False)
+            raise RuntimeError("crash before commit")
+    assert store.submission("K7ABCDE") is None and store.session("s") is None
+    assert not store.taken("voter", "nik", "3201234567890123")
+
+
+def test_store_reopens_with_its_key_and_refuses_another(tmp_path):
+    store = Store.open(tmp_path)
+    store.add_submission(SUB, phone="+6281234567890", channel="ussd")
+    store.close()
+    again = Store.open(tmp_path)
+    assert again.submission("K7ABCDE")["answers"]["name"] == "Siti Aminah"
+    again.close()
+    (tmp_path / KEY_FILE_NAME).write_bytes(b"x" * 64)
+    other = Store.open(tmp_path)
+    with pytest.raises(KeyFileError, match="another key"):
+        other.submission("K7ABCDE")
+    other.close()
+
+
+def test_store_key_file_is_private(tmp_path):
+    Store.open(tmp_path).close()
+    assert (tmp_path / KEY_FILE_NAME).stat().st_mode & 0o777 == 0o600
+
+
+def test_store_recent_is_per_phone_and_newest_first(tmp_path):
+    clock = iter(dt.datetime(2026, 11, day, tzinfo=dt.timezone.utc) for day in range(1, 20))
+    store = Store(tmp_path / DATABASE_NAME, Sealer.from_key_file(tmp_path / KEY_FILE_NAME), lambda: next(clock))
+    for n in range(3):
+        store.add_submission({**SUB, "ref": f"K7AAAA{n + 2}", "unique": {}}, phone="+6281234567890", channel="ussd")
+    store.add_submission({**SUB, "ref": "K7ZZZZZ", "unique": {}}, phone="+254711082300", channel="ussd")
+    assert [r["ref"] for r in store.recent_submissions("+6281234567890", 2)] == ["K7AAAA4", "K7AAAA3"]
+    assert store.find_submission("K7ZZZZZ", "+6281234567890") is None
+    assert store.find_submission("K7ZZZZZ", "+254711082300")["service"] == "voter"
+    store.close()
+
+
+def test_store_purges_old_sessions(tmp_path):
+    now = [dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)]
+    store = Store(tmp_path / DATABASE_NAME, Sealer.from_key_file(tmp_path / KEY_FILE_NAME), lambda: now[0])
+    store.save_session("old", phone="+62", service_code="*1#", state={}, history="", response="CON x",
+                       done=False, resumable=True)
+    now[0] += dt.timedelta(hours=30)
+    store.save_session("new", phone="+62", service_code="*1#", state={}, history="", response="CON x",
+                       done=False, resumable=True)
+    assert store.purge_sessions(dt.timedelta(hours=24)) == 1
+    assert store.session("old") is None and store.session("new") is not None
+    store.close()
+
+
+def test_reference_shape():
+    prefix = check_prefix("k7")
+    refs = {new_reference(prefix) for _ in range(2000)}
+    assert len(refs) == 2000
+    for ref in refs:
+        assert len(ref) == 7 and ref.startswith("K7") and set(ref) <= set(ALPHABET)
+    assert not set("01ILO") & set(ALPHABET)
