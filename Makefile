@@ -15,7 +15,7 @@ test: $(STAMP) $(MO)
 	$(BIN)/pytest
 
 bench: $(STAMP) $(MO)
-	$(BIN)/python -m tests.bench
+	$(BIN)/python tests/bench/ussd_hop.py
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

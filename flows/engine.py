@@ -156,13 +156,11 @@ class Engine:
         raw = raw.strip()
         if raw == HOME:
             return self._jump(MAIN, session["lang"], ctx)
-        pages = self.pages(session, ctx)
-        page = session["page"]
-        if len(pages) > 1:
-            if raw == NEXT_PAGE and page + 1 < len(pages):
-                return self._show({**session, "page": page + 1}, ctx, pages)
-            if raw == PREVIOUS_PAGE and page > 0:
-                return self._show({**session, "page": page - 1}, ctx, pages)
+        if raw in (NEXT_PAGE, PREVIOUS_PAGE):
+            pages = self.pages(session, ctx)
+            page = session["page"] + (1 if raw == NEXT_PAGE else -1)
+            if len(pages) > 1 and 0 <= page < len(pages):
+                return self._show({**session, "page": page}, ctx, pages)
         if session["flow"] == RESUME:
             return self._answer_offer(session, raw, ctx)
         flow = self._flow(session)

@@ -20,9 +20,16 @@ PREFIX_LENGTH = 4
 
 _UCS2_LIMIT = 80
 
+# The ASCII characters that take one septet, asked of the codec once: most
+# screens are plain ASCII, and the codec encodes character by character in
+# Python, so they skip it.
+_ONE_SEPTET = frozenset(c for c in map(chr, range(128)) if len(c.encode("gsm03.38", "ignore")) == 1)
+
 
 def is_gsm7(text: str) -> bool:
     """True when every character of `text` exists in GSM-7 (with its extension table)."""
+    if text.isascii() and _ONE_SEPTET.issuperset(text):
+        return True
     try:
         text.encode("gsm03.38")
     except UnicodeEncodeError:
@@ -37,6 +44,8 @@ def ussd_cost(text: str) -> int:
     the 80-character UCS-2 screen, scaled to septets, so that one budget
     serves both.
     """
+    if text.isascii() and _ONE_SEPTET.issuperset(text):
+        return len(text)
     try:
         return len(text.encode("gsm03.38"))
     except UnicodeEncodeError:

@@ -16,6 +16,7 @@ turn confirms one), commit, then answer.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -81,8 +82,13 @@ def parse_hop(form) -> Hop:
     return Hop(session_id, service_code, e164(str(form["phoneNumber"])), text, network)
 
 
+@functools.lru_cache(maxsize=4096)
 def e164(raw: str) -> str:
-    """A phone number in E.164 (`+6281234567890`), or `BadCallback`."""
+    """A phone number in E.164 (`+6281234567890`), or `BadCallback`.
+
+    Cached: every hop of a session repeats the number, and parsing it is a
+    good share of a hop's work.
+    """
     raw = raw.strip()
     try:
         number = phonenumbers.parse(raw, None)
@@ -150,7 +156,10 @@ def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop) -> str:
         store.save_session(hop.session_id, phone=hop.phone, service_code=hop.service_code,
                            state=turn.session, history=hop.text, response=body, done=turn.done,
                            resumable=engine.resumable(turn.session))
-    log.info("ussd %s %s: %s/%s%s", hop.session_id, mask_phone(hop.phone), turn.session["flow"],
+    if turn.submission is not None:
+        log.info("submission %s (%s) from %s", turn.submission["ref"], turn.submission["service"],
+                 mask_phone(hop.phone))
+    log.debug("ussd %s %s: %s/%s%s", hop.session_id, mask_phone(hop.phone), turn.session["flow"],
              turn.session["screen"], " (end)" if turn.done else "")
     return body
 
@@ -184,8 +193,6 @@ def _commit(store: Store, hop: Hop, step) -> Turn:
                                      session_id=hop.session_id)
             except DuplicateReference:
                 continue
-            log.info("submission %s (%s) from %s", turn.submission["ref"], turn.submission["service"],
-                     mask_phone(hop.phone))
         if turn.language is not None:
             store.set_language(hop.phone, turn.language)
         return turn

@@ -23,7 +23,7 @@ def test_cli_serve_answers_the_main_menu_and_status_counts(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         body = None
-        for _ in range(100):
+        for _ in range(300):
             try:
                 form = "sessionId=a&serviceCode=*384*1%23&phoneNumber=%2B6281234567890&text="
                 for text in ("", "1", "1*1", "1*1*Dusun Kidul", "1*1*Dusun Kidul*Jalan rusak", "1*1*Dusun Kidul*Jalan rusak*1"):
