@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 
+import aiohttp
 import click
 from aiohttp import web
 
@@ -85,3 +86,44 @@ def status(config_path, as_json: bool) -> None:
     for state, number in sorted(subs["by_status"].items()):
         click.echo(f"  status {state}: {number}")
     click.echo(f"open USSD sessions: {counts['ussd_sessions_open']}")
+
+
+@main.command()
+@config_option
+@click.option("--phone", default="+6281234567890", show_default=True, help="The caller's number (E.164).")
+@click.option("--service-code", default="*384*1#", show_default=True, help="The code the caller dials.")
+@click.option("--url", default=None, help="Gateway callback URL (default: gateway.host and gateway.port).")
+def simulate(config_path, phone: str, service_code: str, url: str | None) -> None:
+    """A feature phone in the terminal: dial a running gateway and type answers."""
+    import asyncio
+
+    from ulid import ULID
+
+    config = _config(config_path)
+    url = url or f"http://{config['gateway.host']}:{config['gateway.port']}/ussd/africastalking"
+    params = {"key": config["gateway.callback_secret"]} if config["gateway.callback_secret"] else {}
+    try:
+        asyncio.run(_simulate(url, params, str(ULID()), phone, service_code))
+    except (OSError, aiohttp.ClientError) as error:
+        _fail(f"cannot reach the gateway at {url}: {error}")
+
+
+async def _simulate(url: str, params: dict, session_id: str, phone: str, service_code: str) -> None:
+    history: list[str] = []
+    async with aiohttp.ClientSession() as http:
+        while True:
+            form = {"sessionId": session_id, "serviceCode": service_code, "phoneNumber": phone,
+                    "networkCode": "00000", "text": "*".join(history)}
+            async with http.post(url, data=form, params=params) as response:
+                body = await response.text()
+            if response.status != 200:
+                _fail(f"gateway answered {response.status}: {body}")
+            click.echo(body[4:])
+            if not body.startswith("CON "):
+                return
+            try:
+                typed = input("> ")
+            except EOFError:
+                click.echo("(hung up)")
+                return
+            history.append(typed)

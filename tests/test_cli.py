@@ -57,3 +57,25 @@ def test_cli_serve_refuses_a_broken_menu(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"kentongan: menu or catalog error: {menus / 'main.yaml'}: 'screens' must be a non-empty mapping"]
+
+
+async def test_cli_simulate_walks_a_report(gateway):
+    import asyncio
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "simulate", "--url", gateway.url + "/ussd/africastalking",
+        "--config", str(gateway.config.source),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(b"1\n1\nDusun Kidul\nJalan rusak\n1\n"), 60)
+    assert process.returncode == 0, err
+    screens = out.decode()
+    assert screens.startswith("Kentongan, layanan desa. Pilih:")
+    assert "Terima kasih. Laporan Anda diterima." in screens
+
+
+def test_cli_simulate_without_a_gateway(tmp_path):
+    result = kentongan("simulate", "--url", f"http://127.0.0.1:{free_port()}/ussd/africastalking",
+                       cwd=tmp_path, input="")
+    assert result.returncode == 2
+    assert result.stderr.startswith("kentongan: cannot reach the gateway at http://127.0.0.1:")
+    assert len(result.stderr.strip().splitlines()) == 1
