@@ -152,7 +152,13 @@ class Engine:
         return self._jump(MAIN, lang, ctx)
 
     def resume(self, session: dict, raw: str, ctx: Context) -> Turn:
-        """Feed one input to `session`; never raises for bad input (it re-asks)."""
+        """Feed one input to `session`; never raises for bad input (it re-asks).
+
+        Raises `FlowError` when `session` names a flow or screen the menus no
+        longer have (they changed since it was saved).
+        """
+        if session.get("lang") not in self.languages:
+            session = {**session, "lang": self.default_language}
         raw = raw.strip()
         if raw == HOME:
             return self._jump(MAIN, session["lang"], ctx)
@@ -163,8 +169,7 @@ class Engine:
                 return self._show({**session, "page": page}, ctx, pages)
         if session["flow"] == RESUME:
             return self._answer_offer(session, raw, ctx)
-        flow = self._flow(session)
-        screen = flow.screens[session["screen"]]
+        flow, screen = self._screen(session)
         answers = dict(session["answers"])
         if screen.kind == "menu":
             count = len(self.languages) if screen.choices_from else len(screen.choices)
@@ -213,7 +218,7 @@ class Engine:
 
     def _closing(self, session: dict) -> bool:
         """True when the session's screen ends the session (its last page is an `END`)."""
-        return session["flow"] != RESUME and self._flow(session).screens[session["screen"]].kind == "end"
+        return session["flow"] != RESUME and self._screen(session)[1].kind == "end"
 
     def _body(self, session: dict, ctx: Context) -> str:
         lang = session["lang"]
@@ -224,8 +229,7 @@ class Engine:
             return "\n".join([text(lang, "resume.prompt", service=title),
                               f"1. {text(lang, 'resume.continue')}",
                               f"2. {text(lang, 'resume.restart')}"])
-        flow = self._flow(session)
-        screen = flow.screens[session["screen"]]
+        flow, screen = self._screen(session)
         values = self._display(flow, session["answers"], lang)
         if "ref" in session:
             values["ref"] = session["ref"]
@@ -279,6 +283,13 @@ class Engine:
             return self.flows[session["flow"]]
         except KeyError:
             raise FlowError(f"session names unknown flow {session.get('flow')!r}") from None
+
+    def _screen(self, session: dict) -> tuple[Flow, Screen]:
+        flow = self._flow(session)
+        try:
+            return flow, flow.screens[session["screen"]]
+        except KeyError:
+            raise FlowError(f"session names unknown screen {session.get('screen')!r} of {flow.name}") from None
 
     def _fire(self, flow: Flow, state: str, trigger: str, answers: dict) -> str:
         model = _Model(state, answers)

@@ -17,6 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from urllib.parse import urlsplit
+
 import yaml
 
 from sync.reference import check_prefix
@@ -63,12 +65,43 @@ def _prefix(value: Any) -> str:
     return check_prefix(_string(value))
 
 
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _url(value: Any) -> str:
+    text = _string(value).strip()
+    if not text:
+        return ""
+    parsed = urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    return text.rstrip("/")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
     default: Any
     parse: Callable[[Any], Any]
     help: str
+    secret: bool = False
 
     @property
     def env(self) -> str:
@@ -84,7 +117,7 @@ SETTINGS: tuple[Setting, ...] = (
             "This gateway's reference prefix, 1-3 of 23456789ABCDEFGHJKMNPQRSTUVWXYZ; "
             "unique per gateway, so references never collide."),
     Setting("gateway.callback_secret", "", _string,
-            "When set, every callback URL must carry ?key=<this secret>; otherwise 403."),
+            "When set, every callback URL must carry ?key=<this secret>; otherwise 403.", secret=True),
     Setting("ussd.resume_minutes", 5, _integer(0, 24 * 60),
             "A caller whose session dropped and who dials again within this many minutes "
             "is offered to continue; 0 turns the offer off."),
@@ -95,6 +128,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("language.available", ("id", "en", "sw"), _languages,
             "Languages callers can choose, in menu order; each needs a catalog in locale/."),
     Setting("language.locale_dir", "", _string, "Folder of catalogs; empty for the catalogs shipped with Kentongan."),
+    Setting("sms.provider", "console", _one_of("console", "africastalking"),
+            "Where outgoing SMS go: console (printed and kept, no account needed) or africastalking."),
+    Setting("sms.africastalking.username", "sandbox", _string, "Africa's Talking username."),
+    Setting("sms.africastalking.api_key", "", _string, "Africa's Talking API key.", secret=True),
+    Setting("sms.africastalking.sender_id", "", _string, "Sender id or short code; empty for the account default."),
+    Setting("sms.africastalking.api_url", "", _url,
+            "Base URL the SDK sends to; empty for Africa's Talking's own (tests point it at a stand-in)."),
+    Setting("central.embedded", False, _boolean, "Whether serve also runs the central backend."),
+    Setting("central.host", "127.0.0.1", _string, "Address the central backend listens on."),
+    Setting("central.port", 8081, _integer(1, 65535), "Port the central backend listens on."),
+    Setting("central.url", "http://127.0.0.1:8081", _url, "Where the gateway finds the central backend."),
+    Setting("central.staff_token", "", _string, "Bearer token of the staff API.", secret=True),
 )
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -164,7 +209,8 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
             values[setting.name] = setting.parse(value)
         except ValueError as error:
             origin = setting.env if setting.env in environ else setting.name
-            raise ConfigError(f"{origin}: {error} (got {value!r})") from None
+            shown = "" if setting.secret else f" (got {value!r})"
+            raise ConfigError(f"{origin}: {error}{shown}") from None
     if values["language.default"] not in values["language.available"]:
         raise ConfigError(f"language.default: {values['language.default']!r} is not in language.available "
                           f"{list(values['language.available'])}")

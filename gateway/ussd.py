@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import phonenumbers
 from aiohttp import web
 
-from flows import Context, Engine, Turn
+from flows import Context, Engine, FlowError, Turn
 from sync.errors import DuplicateReference
 from sync.reference import new_reference, normalize_reference
 from sync.store import Store
@@ -136,6 +136,8 @@ def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop) -> str:
                   new_reference=lambda: new_reference(rules.ref_prefix))
     with store.transaction():
         saved = store.session(hop.session_id)
+        if saved is not None and saved["phone_hash"] != store.phone_digest(hop.phone):
+            raise BadCallback("sessionId belongs to another phoneNumber")
         if saved is not None:
             if saved["done"] or hop.text == saved["history"]:
                 return saved["response"]
@@ -146,7 +148,12 @@ def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop) -> str:
                 return saved["response"]
 
             def step() -> Turn:
-                return engine.resume(saved["state"], newest, ctx)
+                try:
+                    return engine.resume(saved["state"], newest, ctx)
+                except FlowError as error:
+                    # Saved under menus that have changed since: start again.
+                    log.warning("session %s: %s; back to the main menu", hop.session_id, error)
+                    return engine.start(saved["state"].get("lang", rules.default_language), ctx)
         else:
             def step() -> Turn:
                 return _first_turn(store, engine, rules, hop, ctx)
@@ -202,8 +209,8 @@ def _commit(store: Store, hop: Hop, step) -> Turn:
 async def ussd_callback(request: web.Request) -> web.Response:
     try:
         hop = parse_hop(await request.post())
+        store = request.app[store_key]
+        body = await store.call(ussd_turn, request.app[engine_key], request.app[rules_key], hop)
     except BadCallback as error:
         raise web.HTTPBadRequest(text=str(error)) from None
-    store = request.app[store_key]
-    body = await store.call(ussd_turn, request.app[engine_key], request.app[rules_key], hop)
     return web.Response(text=body, content_type="text/plain")

@@ -118,7 +118,8 @@ class Store:
 
     # -- digests -----------------------------------------------------------
 
-    def _phone(self, phone: str) -> str:
+    def phone_digest(self, phone: str) -> str:
+        """The keyed digest a phone number is found by."""
         return self.sealer.digest("phone:" + phone)
 
     def _claim(self, service: str, answer: str, value: str) -> str:
@@ -127,9 +128,9 @@ class Store:
     # -- USSD sessions -----------------------------------------------------
 
     def session(self, session_id: str) -> dict | None:
-        """The stored session `session_id`: state, history, response, done; or None."""
+        """The stored session `session_id`: state, history, response, done, phone_hash; or None."""
         row = self.db.execute(
-            "SELECT state, history, response, done FROM ussd_sessions WHERE id = ?", [session_id]
+            "SELECT state, history, response, done, phone_hash FROM ussd_sessions WHERE id = ?", [session_id]
         ).fetchone()
         if row is None:
             return None
@@ -138,6 +139,7 @@ class Store:
             "history": self.sealer.open(row[1]),
             "response": self.sealer.open(row[2]),
             "done": bool(row[3]),
+            "phone_hash": row[4],
         }
 
     def save_session(self, session_id: str, *, phone: str, service_code: str, state: dict,
@@ -152,7 +154,7 @@ class Store:
                ON CONFLICT(id) DO UPDATE SET state = excluded.state, history = excluded.history,
                  response = excluded.response, done = excluded.done,
                  resumable = excluded.resumable, updated_at = excluded.updated_at""",
-            [session_id, self._phone(phone), service_code,
+            [session_id, self.phone_digest(phone), service_code,
              self.sealer.seal(json.dumps(state, separators=(",", ":"))),
              self.sealer.seal(history), self.sealer.seal(response),
              int(done), int(resumable and not done), now, now],
@@ -165,7 +167,7 @@ class Store:
             """SELECT id, state FROM ussd_sessions
                WHERE phone_hash = ? AND resumable = 1 AND updated_at >= ? AND id != ?
                ORDER BY updated_at DESC LIMIT 1""",
-            [self._phone(phone), since, exclude],
+            [self.phone_digest(phone), since, exclude],
         ).fetchone()
         if row is None:
             return None
@@ -174,7 +176,7 @@ class Store:
     def forget_resumable(self, phone: str, exclude: str) -> None:
         """No other session of this caller is to be offered again."""
         self.db.execute("UPDATE ussd_sessions SET resumable = 0 WHERE phone_hash = ? AND id != ?",
-                        [self._phone(phone), exclude])
+                        [self.phone_digest(phone), exclude])
 
     def purge_sessions(self, older_than: dt.timedelta) -> int:
         """Delete sessions untouched for `older_than`; return how many went."""
@@ -188,11 +190,11 @@ class Store:
     def language(self, phone: str) -> str | None:
         """The language this phone chose, if it ever chose one."""
         row = self.db.execute("SELECT language FROM callers WHERE phone_hash = ?",
-                              [self._phone(phone)]).fetchone()
+                              [self.phone_digest(phone)]).fetchone()
         return row[0] if row else None
 
     def set_language(self, phone: str, language: str) -> None:
-        self.db["callers"].upsert({"phone_hash": self._phone(phone), "language": language,
+        self.db["callers"].upsert({"phone_hash": self.phone_digest(phone), "language": language,
                                    "updated_at": _stamp(self.clock())}, pk="phone_hash")
 
     # -- submissions -------------------------------------------------------
@@ -212,7 +214,7 @@ class Store:
             "channel": channel,
             "answers": self.sealer.seal(json.dumps(submission["answers"], ensure_ascii=False)),
             "phone": self.sealer.seal(phone),
-            "phone_hash": self._phone(phone),
+            "phone_hash": self.phone_digest(phone),
             "language": submission["language"],
             "status": "received",
             "sync_state": "pending",
@@ -242,7 +244,7 @@ class Store:
         rows = self.db.execute(
             """SELECT ref, service, status, created_at FROM submissions
                WHERE phone_hash = ? ORDER BY created_at DESC, id DESC LIMIT ?""",
-            [self._phone(phone), limit],
+            [self.phone_digest(phone), limit],
         ).fetchall()
         return [dict(zip(("ref", "service", "status", "created_at"), row)) for row in rows]
 
@@ -250,7 +252,7 @@ class Store:
         """The submission `ref` if `phone` made it (same keys as `recent_submissions`)."""
         row = self.db.execute(
             "SELECT ref, service, status, created_at FROM submissions WHERE ref = ? AND phone_hash = ?",
-            [ref, self._phone(phone)],
+            [ref, self.phone_digest(phone)],
         ).fetchone()
         return dict(zip(("ref", "service", "status", "created_at"), row)) if row else None
 

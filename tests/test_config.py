@@ -70,3 +70,28 @@ def test_config_cli_prints_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr == ("kentongan: config error: gateway.port: expected a whole number "
                              "from 1 to 65535 (got 'eighty')\n")
+
+
+def test_config_nested_keys_and_their_environment_names(tmp_path):
+    path = write(tmp_path, "sms:\n  provider: africastalking\n  africastalking:\n    username: desa\n")
+    config = load_config(path, environ={"KENTONGAN_SMS_AFRICASTALKING_API_KEY": "k",
+                                        "KENTONGAN_CENTRAL_EMBEDDED": "yes"})
+    assert config["sms.provider"] == "africastalking" and config["sms.africastalking.username"] == "desa"
+    assert config["sms.africastalking.api_key"] == "k" and config["central.embedded"] is True
+
+
+def test_config_errors_never_echo_secrets(tmp_path):
+    path = write(tmp_path, "central:\n  staff_token: [hunter2]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert "central.staff_token" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("sms:\n  provider: carrier-pigeon\n", "sms.provider: expected one of console, africastalking"),
+    ("central:\n  url: ftp://x\n", "central.url: expected an http:// or https:// URL"),
+    ("central:\n  embedded: maybe\n", "central.embedded: expected true or false"),
+])
+def test_config_checks_sms_and_central_keys(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), environ={})

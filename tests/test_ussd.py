@@ -334,3 +334,21 @@ async def test_ussd_healthz(gateway):
     async with gateway.http.get(gateway.url + "/healthz") as response:
         assert response.status == 200
         assert (await response.json())["status"] == "ok"
+
+
+async def test_ussd_session_is_bound_to_its_phone(gateway):
+    await gateway.dial("mine", "2", NIK)
+    status, body, _ = await gateway.post("/ussd/africastalking", {**GOOD_FORM, "sessionId": "mine",
+                                                                  "phoneNumber": "+254711082300", "text": "2"})
+    assert status == 400 and "another phoneNumber" in body
+    assert (await gateway.hop("mine", f"2*{NIK}*Siti Aminah")).startswith("CON Tanggal lahir")
+
+
+async def test_ussd_session_saved_under_old_menus_restarts_at_main_menu(gateway):
+    await gateway.dial("old", "1", "1")
+    store = gateway.app[store_key].store
+    saved = store.session("old")
+    state = {**saved["state"], "screen": "a-screen-since-removed"}
+    store.save_session("old", phone=PHONE, service_code="*384*1#", state=state, history=saved["history"],
+                       response=saved["response"], done=False, resumable=True)
+    assert (await gateway.hop("old", "1*1*Dusun Kidul")).startswith("CON Kentongan, layanan desa")
