@@ -242,10 +242,10 @@ class Engine:
             lines += [f"1. {text(lang, 'confirm.yes')}", f"2. {text(lang, 'confirm.no')}"]
         elif screen.show == "recent":
             found = ctx.lookup.recent(RECENT_LIMIT)
-            lines += [self._status_line(item, lang) for item in found] or [text(lang, "status.none")]
+            lines += [self.status_line(item, lang) for item in found] or [text(lang, "status.none")]
         elif screen.show == "submission":
             item = ctx.lookup.find(session["answers"].get("ref", ""))
-            lines.append(self._status_line(item, lang) if item else text(lang, "status.not_found"))
+            lines.append(self.status_line(item, lang) if item else text(lang, "status.not_found"))
         return "\n".join(lines)
 
     def _display(self, flow: Flow, answers: dict, lang: str) -> dict[str, str]:
@@ -266,7 +266,8 @@ class Engine:
                 shown[answer] = format_date(dt.date.fromisoformat(value), "medium", locale=lang)
         return shown
 
-    def _status_line(self, item: dict, lang: str) -> str:
+    def status_line(self, item: dict, lang: str) -> str:
+        """One submission as a line: reference, service, status, date."""
         flow = self.flows.get(item["service"])
         return self.catalog.text(
             lang, "status.line",

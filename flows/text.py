@@ -9,6 +9,7 @@ table.
 from __future__ import annotations
 
 import math
+import unicodedata
 
 import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
 
@@ -119,3 +120,52 @@ def _break_line(line: str, room: int) -> list[str]:
     if current:
         chunks.append(current)
     return chunks
+
+
+SMS_SEGMENT_GSM7 = 160
+SMS_SEGMENT_UCS2 = 70
+_CONCAT_GSM7 = 153
+_CONCAT_UCS2 = 67
+
+
+def sms_segments(text: str) -> tuple[str, int]:
+    """The cheapest encoding of `text` and how many SMS segments it takes.
+
+    GSM-7 (extension characters count twice) while every character allows
+    it; otherwise UCS-2, counted in UTF-16 units. One segment holds 160
+    GSM-7 or 70 UCS-2 units; a concatenated part 153 or 67.
+    """
+    if is_gsm7(text):
+        units, single, part, encoding = ussd_cost(text), SMS_SEGMENT_GSM7, _CONCAT_GSM7, "GSM-7"
+    else:
+        units, single, part, encoding = len(text.encode("utf-16-le")) // 2, SMS_SEGMENT_UCS2, _CONCAT_UCS2, "UCS-2"
+    return encoding, 1 if units <= single else math.ceil(units / part)
+
+
+def fit_sms(text: str, limit: int = SMS_SEGMENT_GSM7) -> str:
+    """`text` cut at a word so that it fits `limit` GSM-7 septets, with `...` when cut."""
+    if ussd_cost(text) <= limit:
+        return text
+    cut = text
+    while cut and ussd_cost(cut + "...") > limit:
+        cut = cut[: cut.rstrip().rfind(" ")] if " " in cut.rstrip() else cut[:-1]
+    return cut.rstrip() + "..."
+
+
+def to_gsm7(text: str) -> str:
+    """`text` with accents dropped where GSM-7 lacks the letter and other non-GSM characters removed.
+
+    For text the gateway passes on (a staff note) rather than a caller's
+    answer: one stray character would switch a whole SMS to UCS-2 and more
+    than double its cost.
+    """
+    if is_gsm7(text):
+        return text
+    kept = []
+    for char in text:
+        if is_gsm7(char):
+            kept.append(char)
+            continue
+        plain = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+        kept.append(plain if plain and is_gsm7(plain) else "")
+    return "".join(kept)

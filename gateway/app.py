@@ -12,10 +12,13 @@ from aiohttp import web
 
 from flows import Engine
 from flows.catalog import N_
+from flows.sms import Keywords
 
 from .config import Config
-from .resources import config_key, engine_key, rules_key, store_context, store_key
-from .ussd import Rules, ussd_callback
+from .resources import Rules, config_key, engine_key, keywords_key, rules_key, store_context, store_key
+from .sender import sender_context
+from .sms import delivery_callback, inbound_callback
+from .ussd import ussd_callback
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +34,10 @@ def create_app(config: Config) -> web.Application:
     app[config_key] = config
     app[engine_key] = Engine.load(config.menus_dir, config.locale_dir,
                                   list(config["language.available"]), config["language.default"])
-    app[rules_key] = Rules(
-        default_language=config["language.default"],
-        resume_window=dt.timedelta(minutes=config["ussd.resume_minutes"]),
-        ref_prefix=config["gateway.ref_prefix"],
-    )
+    app[keywords_key] = Keywords(app[engine_key].catalog)
+    app[rules_key] = Rules.from_config(config)
     app.cleanup_ctx.append(store_context)
+    app.cleanup_ctx.append(sender_context)
     app.cleanup_ctx.append(housekeeping_context)
     setup_routes(app)
     return app
@@ -44,6 +45,8 @@ def create_app(config: Config) -> web.Application:
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/ussd/africastalking", ussd_callback)
+    app.router.add_post("/sms/africastalking/inbound", inbound_callback)
+    app.router.add_post("/sms/africastalking/delivery", delivery_callback)
     app.router.add_get("/healthz", healthz)
 
 

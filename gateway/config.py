@@ -65,6 +65,19 @@ def _prefix(value: Any) -> str:
     return check_prefix(_string(value))
 
 
+def _seconds(low: float, high: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected seconds from {low} to {high}") from None
+        if isinstance(value, bool) or not low <= number <= high:
+            raise ValueError(f"expected seconds from {low} to {high}")
+        return number
+
+    return parse
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -135,6 +148,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sms.africastalking.sender_id", "", _string, "Sender id or short code; empty for the account default."),
     Setting("sms.africastalking.api_url", "", _url,
             "Base URL the SDK sends to; empty for Africa's Talking's own (tests point it at a stand-in)."),
+    Setting("sms.timeout_seconds", 9.05, _seconds(0.1, 60),
+            "How long one send may wait for Africa's Talking before it counts as failed and is retried."),
+    Setting("sms.ttl_hours", 24, _integer(1, 24 * 14),
+            "An SMS not sent within this many hours is expired, not sent: a stale answer helps nobody."),
+    Setting("sms.max_attempts", 8, _integer(1, 100), "Attempts before an SMS is given up (dead)."),
+    Setting("sms.retry_seconds", 30.0, _seconds(0.01, 3600),
+            "First retry delay; it doubles per attempt (with jitter), up to an hour."),
+    Setting("sms.auto_replies_per_hour", 5, _integer(1, 1000),
+            "Automatic replies to one number per hour; more are suppressed, so two machines "
+            "answering each other cannot loop."),
     Setting("central.embedded", False, _boolean, "Whether serve also runs the central backend."),
     Setting("central.host", "127.0.0.1", _string, "Address the central backend listens on."),
     Setting("central.port", 8081, _integer(1, 65535), "Port the central backend listens on."),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, TypeVar
 
 from aiohttp import web
 
 from flows import Engine
+from flows.sms import Keywords
 from sync.store import Store
 
 from .config import Config
@@ -45,10 +48,33 @@ class StoreThread:
         self._pool.shutdown(wait=True)
 
 
+@dataclass(frozen=True)
+class Rules:
+    """The settings a turn needs, read from the config once."""
+
+    default_language: str
+    resume_window: dt.timedelta
+    ref_prefix: str
+    sms_ttl: dt.timedelta
+    auto_reply_cap: int
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Rules":
+        return cls(
+            default_language=config["language.default"],
+            resume_window=dt.timedelta(minutes=config["ussd.resume_minutes"]),
+            ref_prefix=config["gateway.ref_prefix"],
+            sms_ttl=dt.timedelta(hours=config["sms.ttl_hours"]),
+            auto_reply_cap=config["sms.auto_replies_per_hour"],
+        )
+
+
 config_key = web.AppKey("config", Config)
 engine_key = web.AppKey("engine", Engine)
+keywords_key = web.AppKey("keywords", Keywords)
 store_key = web.AppKey("store", StoreThread)
-rules_key = web.AppKey("rules", object)
+rules_key = web.AppKey("rules", Rules)
+sender_key = web.AppKey("sender", object)
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:

@@ -16,11 +16,9 @@ turn confirms one), commit, then answer.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 from dataclasses import dataclass
 
-import phonenumbers
 from aiohttp import web
 
 from flows import Context, Engine, FlowError, Turn
@@ -28,8 +26,9 @@ from sync.errors import DuplicateReference
 from sync.reference import new_reference, normalize_reference
 from sync.store import Store
 
+from .callback import BadCallback, e164, require
 from .log import mask_phone
-from .resources import engine_key, rules_key, store_key
+from .resources import Rules, engine_key, rules_key, sender_key, store_key
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +48,9 @@ class Hop:
     network_code: str
 
 
-@dataclass(frozen=True)
-class Rules:
-    """The settings a turn needs, read from the config once."""
-
-    default_language: str
-    resume_window: dt.timedelta
-    ref_prefix: str
-
-
-class BadCallback(ValueError):
-    """A callback whose fields are missing or malformed; the message is the reason."""
-
-
 def parse_hop(form) -> Hop:
     """Check the callback form; raise `BadCallback` with the reason."""
-    missing = [name for name in ("sessionId", "serviceCode", "phoneNumber", "text") if name not in form]
-    if missing:
-        raise BadCallback(f"missing form field(s): {', '.join(missing)}")
+    require(form, "sessionId", "serviceCode", "phoneNumber", "text")
     session_id = str(form["sessionId"]).strip()
     service_code = str(form["serviceCode"]).strip()
     text = str(form["text"])
@@ -80,23 +64,6 @@ def parse_hop(form) -> Hop:
     if len(network) > 32:
         raise BadCallback("networkCode is longer than 32 characters")
     return Hop(session_id, service_code, e164(str(form["phoneNumber"])), text, network)
-
-
-@functools.lru_cache(maxsize=4096)
-def e164(raw: str) -> str:
-    """A phone number in E.164 (`+6281234567890`), or `BadCallback`.
-
-    Cached: every hop of a session repeats the number, and parsing it is a
-    good share of a hop's work.
-    """
-    raw = raw.strip()
-    try:
-        number = phonenumbers.parse(raw, None)
-    except phonenumbers.NumberParseException:
-        raise BadCallback("phoneNumber must be in E.164 form, like +6281234567890") from None
-    if not phonenumbers.is_possible_number(number):
-        raise BadCallback("phoneNumber is not a possible phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def newest_input(history: str, text: str) -> str | None:
@@ -119,14 +86,15 @@ class _Lookup:
         return self._store.taken(service, answer, value)
 
     def recent(self, limit: int) -> list[dict]:
-        return [_item(row) for row in self._store.recent_submissions(self._phone, limit)]
+        return [status_item(row) for row in self._store.recent_submissions(self._phone, limit)]
 
     def find(self, ref: str) -> dict | None:
         row = self._store.find_submission(normalize_reference(ref), self._phone)
-        return _item(row) if row else None
+        return status_item(row) if row else None
 
 
-def _item(row: dict) -> dict:
+def status_item(row: dict) -> dict:
+    """A store row as the engine shows it: with `created` as a date."""
     return {**row, "created": dt.datetime.fromisoformat(row["created_at"]).date()}
 
 
@@ -158,7 +126,7 @@ def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop) -> str:
             def step() -> Turn:
                 return _first_turn(store, engine, rules, hop, ctx)
 
-        turn = _commit(store, hop, step)
+        turn = _commit(store, engine, rules, hop, step)
         body = ("END " if turn.done else "CON ") + turn.text
         store.save_session(hop.session_id, phone=hop.phone, service_code=hop.service_code,
                            state=turn.session, history=hop.text, response=body, done=turn.done,
@@ -190,20 +158,33 @@ def _first_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, ctx: Conte
     return engine.start(language, ctx, saved=dropped[1] if dropped else None)
 
 
-def _commit(store: Store, hop: Hop, step) -> Turn:
-    """Run `step` and store what it decided; draw a new reference if the first one is taken."""
+def _commit(store: Store, engine: Engine, rules: Rules, hop: Hop, step) -> Turn:
+    """Run `step` and store what it decided; draw a new reference if the first one is taken.
+
+    A submission and its confirmation SMS are written together, in the
+    caller's transaction.
+    """
     for _ in range(REFERENCE_ATTEMPTS):
         turn = step()
         if turn.submission is not None:
             try:
-                store.add_submission(turn.submission, phone=hop.phone, channel="ussd",
-                                     session_id=hop.session_id)
+                added = store.add_submission(turn.submission, phone=hop.phone, channel="ussd",
+                                             session_id=hop.session_id)
             except DuplicateReference:
                 continue
+            text = confirmation_text(engine, turn.submission)
+            store.outbox.add(hop.phone, text, "confirmation", ttl=rules.sms_ttl, cause=added["id"])
         if turn.language is not None:
             store.set_language(hop.phone, turn.language)
         return turn
     raise DuplicateReference(f"no free reference after {REFERENCE_ATTEMPTS} draws")
+
+
+def confirmation_text(engine: Engine, submission: dict) -> str:
+    """The SMS that confirms a submission, in the language it was made in."""
+    lang = submission["language"]
+    title = engine.catalog.text(lang, engine.flows[submission["service"]].title)
+    return engine.catalog.text(lang, "sms.confirmation", service=title, ref=submission["ref"])
 
 
 async def ussd_callback(request: web.Request) -> web.Response:
@@ -213,4 +194,6 @@ async def ussd_callback(request: web.Request) -> web.Response:
         body = await store.call(ussd_turn, request.app[engine_key], request.app[rules_key], hop)
     except BadCallback as error:
         raise web.HTTPBadRequest(text=str(error)) from None
+    if body.startswith("END "):
+        request.app[sender_key].wake()
     return web.Response(text=body, content_type="text/plain")

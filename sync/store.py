@@ -29,7 +29,9 @@ from typing import Callable, Iterator
 import sqlite_utils
 from ulid import ULID
 
+from . import outbox
 from .errors import AlreadyClaimed, DuplicateReference
+from .outbox import Outbox
 from .seal import Sealer
 
 DATABASE_NAME = "gateway.db"
@@ -66,7 +68,7 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["callers"].create({"phone_hash": str, "language": str, "updated_at": str}, pk="phone_hash")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, outbox.create_tables]
 """Schema steps in order; `PRAGMA user_version` records how many have run."""
 
 
@@ -84,6 +86,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
+        self.outbox = Outbox(self)
 
     @classmethod
     def open(cls, data_dir: str | Path, clock: Callable[[], dt.datetime] = utc_now) -> "Store":
@@ -115,6 +118,11 @@ class Store:
             conn.rollback()
             raise
         conn.commit()
+
+    @staticmethod
+    def stamp(when: dt.datetime) -> str:
+        """How the store writes a moment: UTC ISO 8601, so text order is time order."""
+        return _stamp(when)
 
     # -- digests -----------------------------------------------------------
 
@@ -197,6 +205,25 @@ class Store:
         self.db["callers"].upsert({"phone_hash": self.phone_digest(phone), "language": language,
                                    "updated_at": _stamp(self.clock())}, pk="phone_hash")
 
+    def wants_notices(self, phone: str) -> bool:
+        """False once the phone said STOP (and not START since)."""
+        row = self.db.execute("SELECT notices FROM callers WHERE phone_hash = ?",
+                              [self.phone_digest(phone)]).fetchone()
+        return row is None or bool(row[0])
+
+    def set_notices(self, phone: str, wanted: bool) -> None:
+        self.db["callers"].upsert({"phone_hash": self.phone_digest(phone), "notices": int(wanted),
+                                   "updated_at": _stamp(self.clock())}, pk="phone_hash")
+
+    def record_inbound(self, message_id: str, phone: str) -> bool:
+        """Remember an incoming SMS by the provider's id; False when it was seen before."""
+        try:
+            self.db.execute("INSERT INTO sms_inbound (id, phone_hash, received_at) VALUES (?, ?, ?)",
+                            [message_id, self.phone_digest(phone), _stamp(self.clock())])
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
     # -- submissions -------------------------------------------------------
 
     def add_submission(self, submission: dict, *, phone: str, channel: str,
@@ -276,4 +303,5 @@ class Store:
         sessions = self.db.execute("SELECT count(*) FROM ussd_sessions WHERE done = 0").fetchone()[0]
         return {"submissions": {"by_sync_state": by_sync, "by_status": by_status,
                                 "total": sum(by_sync.values())},
-                "ussd_sessions_open": sessions}
+                "ussd_sessions_open": sessions,
+                "outbox": self.outbox.counts()}

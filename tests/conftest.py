@@ -90,3 +90,43 @@ async def gateway(config):
     gw = await Gateway(config).start()
     yield gw
     await gw.stop()
+
+
+async def eventually(check, timeout=15.0, interval=0.05):
+    """Wait until `check()` is true (bounded); return its value."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def sms_config(data_dir: Path, standin, **overrides):
+    """A gateway that sends SMS through the real SDK to `standin`, retrying fast."""
+    settings = dict(sms__provider="africastalking", sms__africastalking__username=standin.username,
+                    sms__africastalking__api_key=standin.api_key, sms__africastalking__api_url=standin.url,
+                    sms__retry_seconds=0.05, sms__timeout_seconds=0.5)
+    settings.update(overrides)
+    return make_config(data_dir, **settings)
+
+
+@pytest.fixture
+async def standin():
+    from standin import AfricasTalkingStandIn
+
+    server = await AfricasTalkingStandIn().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def sms_gateway(tmp_path, standin):
+    gw = await Gateway(sms_config(tmp_path / "var", standin)).start()
+    yield gw
+    await gw.stop()

@@ -1,0 +1,208 @@
+"""Sending the outbox: providers and the background worker.
+
+The worker claims due rows one at a time (`Outbox.begin` commits `sending`
+first), hands each to the provider in a thread (the africastalking SDK is
+synchronous `requests`), and records what happened: accepted, retry later
+with exponential backoff and jitter, or give up. Rows a crashed process left
+`sending` are queued again when the worker starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import logging
+import random
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol
+
+import requests
+from aiohttp import web
+
+from .log import mask_phone
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = {100: "Processed", 101: "Success", 102: "Queued"}
+"""Africa's Talking per-recipient status codes that mean the provider took the message."""
+REFUSED_FOR_GOOD = {402: "InvalidSenderId", 403: "InvalidPhoneNumber", 404: "UnsupportedNumberType",
+                    406: "UserInBlacklist", 409: "DoNotDisturbRejection"}
+"""Codes a retry cannot change; retrying them is how SMS storms start."""
+MAX_DELAY = dt.timedelta(hours=1)
+IDLE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a provider did with one message."""
+
+    accepted: bool
+    provider_id: str | None = None
+    status: str = ""
+    permanent: bool = False
+
+
+class Provider(Protocol):
+    def send(self, to: str, body: str, send_id: str) -> Outcome:
+        """Send one message; synchronous; raises on a network failure (retried)."""
+
+
+class ConsoleProvider:
+    """Prints each message (number masked) and keeps it in the outbox: `make run` needs no account."""
+
+    def send(self, to: str, body: str, send_id: str) -> Outcome:
+        print(f"SMS to {mask_phone(to)} [{send_id}]: {body}", flush=True)
+        return Outcome(True, f"console-{send_id}", "Console")
+
+
+class AfricasTalkingProvider:
+    """The official africastalking SDK, pointed at `api_url` when one is set."""
+
+    def __init__(self, username: str, api_key: str, sender_id: str = "", api_url: str = "",
+                 timeout: tuple[float, float] = (3.05, 9.05)):
+        from africastalking.SMS import SMSService
+
+        self._service = SMSService(username, api_key)
+        if api_url:
+            # The SDK has no option for its base URL; it reads this attribute on every call.
+            self._service._baseUrl = api_url
+        self._sender_id = sender_id or None
+        self._timeout = timeout
+
+    def send(self, to: str, body: str, send_id: str) -> Outcome:
+        from africastalking.Service import AfricasTalkingException
+
+        try:
+            answer = self._service.send(body, [to], sender_id=self._sender_id, timeout=self._timeout)
+        except ValueError as error:  # the SDK refuses a number without '+' before sending
+            return Outcome(False, status=str(error), permanent=True)
+        except AfricasTalkingException as error:
+            raise ProviderError(f"refused: {str(error)[:120]}") from None
+        if not isinstance(answer, dict):
+            raise ProviderError(f"answer is not JSON: {str(answer)[:80]!r}")
+        try:
+            recipient = answer["SMSMessageData"]["Recipients"][0]
+            code = int(recipient["statusCode"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            message = str(answer.get("SMSMessageData", {}).get("Message", answer))[:120]
+            raise ProviderError(f"no recipient in the answer: {message}") from None
+        status = str(recipient.get("status", code))
+        if code in ACCEPTED:
+            return Outcome(True, recipient.get("messageId"), status)
+        return Outcome(False, recipient.get("messageId"), f"{code} {status}", permanent=code in REFUSED_FOR_GOOD)
+
+
+class ProviderError(Exception):
+    """A send that may succeed later: network failure, 5xx, an answer we cannot read."""
+
+
+def backoff(attempt: int, base: float) -> dt.timedelta:
+    """Exponential backoff with jitter: about base, 2 base, 4 base... capped at an hour."""
+    ceiling = min(MAX_DELAY.total_seconds(), base * 2 ** (attempt - 1))
+    return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+class Sender:
+    """Sends due outbox rows until cancelled."""
+
+    def __init__(self, store_thread, provider: Provider, *, max_attempts: int, retry_seconds: float):
+        self._store = store_thread
+        self._provider = provider
+        self._max_attempts = max_attempts
+        self._retry_seconds = retry_seconds
+        self._wake = asyncio.Event()
+        # The SDK blocks for up to its timeout: one thread of its own keeps it off the loop.
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sms")
+
+    def wake(self) -> None:
+        """Something was queued: look now rather than at the next tick."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        recovered = await self._store.call(lambda store: store.outbox.recover())
+        if recovered:
+            log.warning("%d SMS were being sent when the gateway stopped; sending them again", recovered)
+        while True:
+            # Cleared before looking, so a wake-up during the round is not lost.
+            self._wake.clear()
+            try:
+                sent_any = await self.round()
+            except Exception:
+                log.exception("outbox round failed")
+                sent_any = False
+            if not sent_any:
+                await self._idle()
+
+    async def round(self) -> bool:
+        """Send everything due now; True when there was anything."""
+        due = await self._store.call(lambda store: store.outbox.due())
+        for message_id in due:
+            claim = await self._store.call(lambda store: store.outbox.begin(message_id))
+            if claim is not None:
+                await self._send(claim)
+        return bool(due)
+
+    async def _send(self, claim: dict) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            outcome = await loop.run_in_executor(self._pool, self._provider.send, claim["to"], claim["body"],
+                                                 claim["send_id"])
+        except (ProviderError, requests.RequestException, OSError) as error:
+            reason = str(error) if isinstance(error, ProviderError) else f"{type(error).__name__}"
+            delay = backoff(claim["attempt"], self._retry_seconds)
+            state = await self._store.call(
+                lambda store: store.outbox.retry(claim["id"], reason, delay, self._max_attempts))
+            log.warning("SMS %s to %s not sent (%s): %s", claim["send_id"], mask_phone(claim["to"]), reason, state)
+            return
+        if outcome.accepted:
+            await self._store.call(lambda store: store.outbox.sent(claim["id"], outcome.provider_id, outcome.status))
+            log.info("SMS %s to %s: %s", claim["send_id"], mask_phone(claim["to"]), outcome.status)
+        elif outcome.permanent:
+            await self._store.call(lambda store: store.outbox.give_up(claim["id"], outcome.status))
+            log.warning("SMS %s to %s refused for good: %s", claim["send_id"], mask_phone(claim["to"]),
+                        outcome.status)
+        else:
+            delay = backoff(claim["attempt"], self._retry_seconds)
+            await self._store.call(
+                lambda store: store.outbox.retry(claim["id"], outcome.status, delay, self._max_attempts))
+
+    async def _idle(self) -> None:
+        next_due = await self._store.call(lambda store: store.outbox.next_due())
+        wait = IDLE_SECONDS
+        if next_due is not None:
+            wait = min(wait, max(0.0, (next_due - dt.datetime.now(dt.timezone.utc)).total_seconds()))
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=wait)
+        except asyncio.TimeoutError:
+            pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_provider(config) -> Provider:
+    if config["sms.provider"] == "africastalking":
+        read = config["sms.timeout_seconds"]
+        return AfricasTalkingProvider(
+            config["sms.africastalking.username"], config["sms.africastalking.api_key"],
+            config["sms.africastalking.sender_id"], config["sms.africastalking.api_url"],
+            timeout=(min(3.05, read), read))
+    return ConsoleProvider()
+
+
+async def sender_context(app: web.Application) -> AsyncIterator[None]:
+    from .resources import config_key, sender_key, store_key
+
+    config = app[config_key]
+    sender = Sender(app[store_key], make_provider(config), max_attempts=config["sms.max_attempts"],
+                    retry_seconds=config["sms.retry_seconds"])
+    app[sender_key] = sender
+    task = asyncio.create_task(sender.run())
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    sender.close()

@@ -1,0 +1,197 @@
+"""The outbox: every SMS the gateway decided to send, kept until it is sent or given up.
+
+A row is written in the same transaction as the event that caused it (a
+submission, an incoming SMS, a status change), so deciding to send and
+recording the decision cannot come apart. The sender marks a row `sending`
+and commits before it calls the provider; a gateway that dies there finds
+the row `sending` on start and queues it again: a crash costs at most one
+extra copy, never a lost message.
+
+States:
+
+    queued      waits for its next attempt (`next_attempt_at`)
+    sending     handed to the provider (`send_id` names the attempt)
+    sent        the provider took it; delivery reports may follow
+    delivered   a delivery report said Success                       (final)
+    failed      a delivery report said Failed, Rejected or Expired   (final)
+    dead        given up: refused for good, or out of attempts      (final; operators look here)
+    expired     waited past its time-to-live, never sent              (final)
+    suppressed  never sent: the number said STOP to notices, or hit
+                the hourly cap on automatic replies                   (final)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from ulid import ULID
+
+if TYPE_CHECKING:
+    from .store import Store
+
+STATES = ("queued", "sending", "sent", "delivered", "failed", "dead", "expired", "suppressed")
+FINAL = frozenset({"delivered", "failed", "dead", "expired", "suppressed"})
+DELIVERY_FINAL = {"Success": "delivered", "Failed": "failed", "Rejected": "failed", "Expired": "failed"}
+DELIVERY_PENDING = frozenset({"Sent", "Submitted", "Buffered"})
+KINDS = ("confirmation", "reply", "notice")
+
+
+def create_tables(db) -> None:
+    db["outbox"].create({
+        "id": str, "phone": str, "phone_hash": str, "body": str, "kind": str, "auto": int,
+        "cause": str, "state": str, "attempts": int, "send_id": str, "next_attempt_at": str,
+        "expires_at": str, "provider_id": str, "provider_status": str, "reason": str,
+        "created_at": str, "updated_at": str,
+    }, pk="id", not_null={"phone", "phone_hash", "body", "kind", "auto", "state", "attempts",
+                          "next_attempt_at", "expires_at", "created_at", "updated_at"})
+    db["outbox"].create_index(["state", "next_attempt_at"])
+    db["outbox"].create_index(["provider_id"])
+    db["outbox"].create_index(["phone_hash", "auto", "created_at"])
+    db["sms_inbound"].create({"id": str, "phone_hash": str, "received_at": str}, pk="id",
+                             not_null={"phone_hash", "received_at"})
+    db["callers"].add_column("notices", int, not_null_default=1)
+
+
+class Outbox:
+    """The outbox table of a `Store`; every method joins the store's transaction."""
+
+    def __init__(self, store: "Store"):
+        self._store = store
+        self._db = store.db
+
+    def _now(self) -> dt.datetime:
+        return self._store.clock()
+
+    def add(self, phone: str, body: str, kind: str, *, ttl: dt.timedelta, auto: bool = False,
+            cause: str | None = None, cap_per_hour: int | None = None) -> dict:
+        """Queue `body` for `phone`; return the row's id and state.
+
+        A `notice` to a number that said STOP, and an `auto` reply past
+        `cap_per_hour` automatic replies to that number in the last hour,
+        are kept as `suppressed` instead of queued: visible, never sent.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown outbox kind {kind!r}")
+        store = self._store
+        now = self._now()
+        digest = store.phone_digest(phone)
+        state, reason = "queued", None
+        if kind == "notice" and not store.wants_notices(phone):
+            state, reason = "suppressed", "opted out (STOP)"
+        elif auto and cap_per_hour is not None:
+            recent = self._db.execute(
+                "SELECT count(*) FROM outbox WHERE phone_hash = ? AND auto = 1 AND created_at >= ?",
+                [digest, store.stamp(now - dt.timedelta(hours=1))]).fetchone()[0]
+            if recent >= cap_per_hour:
+                state, reason = "suppressed", f"over {cap_per_hour} automatic replies in an hour"
+        row = {
+            "id": str(ULID()), "phone": store.sealer.seal(phone), "phone_hash": digest,
+            "body": store.sealer.seal(body), "kind": kind, "auto": int(auto), "cause": cause,
+            "state": state, "attempts": 0, "send_id": None, "next_attempt_at": store.stamp(now),
+            "expires_at": store.stamp(now + ttl), "provider_id": None, "provider_status": None,
+            "reason": reason, "created_at": store.stamp(now), "updated_at": store.stamp(now),
+        }
+        with store.transaction():
+            self._db["outbox"].insert(row)
+        return {"id": row["id"], "state": state}
+
+    def recover(self) -> int:
+        """On start: rows left `sending` by a dead process are queued again (sent at most once more)."""
+        with self._store.transaction():
+            cursor = self._db.execute(
+                "UPDATE outbox SET state = 'queued', reason = 'resent after a restart', updated_at = ? "
+                "WHERE state = 'sending'", [self._store.stamp(self._now())])
+        return cursor.rowcount
+
+    def due(self, limit: int = 20) -> list[str]:
+        """Ids of queued rows whose next attempt is due, oldest first."""
+        rows = self._db.execute(
+            "SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, id LIMIT ?", [self._store.stamp(self._now()), limit]).fetchall()
+        return [row[0] for row in rows]
+
+    def next_due(self) -> dt.datetime | None:
+        """When the earliest queued row is due, or None when nothing waits."""
+        row = self._db.execute("SELECT min(next_attempt_at) FROM outbox WHERE state = 'queued'").fetchone()
+        return dt.datetime.fromisoformat(row[0]) if row[0] else None
+
+    def begin(self, message_id: str) -> dict | None:
+        """Claim a due row for one attempt: mark it `sending` (or `expired`) and commit.
+
+        Returns `to`, `body`, `send_id`, `attempt` for the provider, or None
+        when the row is not queued any more or has outlived its time-to-live.
+        """
+        store = self._store
+        now = store.stamp(self._now())
+        with store.transaction():
+            row = self._db.execute(
+                "SELECT phone, body, attempts, expires_at, state FROM outbox WHERE id = ?",
+                [message_id]).fetchone()
+            if row is None or row[4] != "queued":
+                return None
+            if row[3] < now:
+                self._set(message_id, state="expired", reason="waited past its time-to-live")
+                return None
+            attempt = row[2] + 1
+            send_id = f"{message_id}-{attempt}"
+            self._set(message_id, state="sending", attempts=attempt, send_id=send_id)
+        return {"id": message_id, "to": store.sealer.open(row[0]), "body": store.sealer.open(row[1]),
+                "send_id": send_id, "attempt": attempt}
+
+    def sent(self, message_id: str, provider_id: str | None, provider_status: str) -> None:
+        self._set(message_id, state="sent", provider_id=provider_id, provider_status=provider_status,
+                  reason=None)
+
+    def retry(self, message_id: str, reason: str, delay: dt.timedelta, max_attempts: int) -> str:
+        """A failed attempt: queue again after `delay`, or give up after `max_attempts`; return the state."""
+        attempts = self._db.execute("SELECT attempts FROM outbox WHERE id = ?", [message_id]).fetchone()[0]
+        if attempts >= max_attempts:
+            self._set(message_id, state="dead", reason=f"{reason} (gave up after {attempts} attempts)")
+            return "dead"
+        self._set(message_id, state="queued", reason=reason,
+                  next_attempt_at=self._store.stamp(self._now() + delay))
+        return "queued"
+
+    def give_up(self, message_id: str, reason: str) -> None:
+        self._set(message_id, state="dead", reason=reason)
+
+    def report(self, provider_id: str, status: str, reason: str | None) -> str | None:
+        """Apply a delivery report; return the row's state, or None for an unknown id.
+
+        A final state (delivered, failed) is never left: a late `Buffered`
+        after `Success` changes nothing.
+        """
+        with self._store.transaction():
+            row = self._db.execute("SELECT id, state FROM outbox WHERE provider_id = ?",
+                                   [provider_id]).fetchone()
+            if row is None:
+                return None
+            message_id, state = row
+            if state in FINAL:
+                return state
+            new_state = DELIVERY_FINAL.get(status, state)
+            self._set(message_id, state=new_state, provider_status=status,
+                      reason=reason or None if new_state == "failed" else None)
+        return new_state
+
+    def _set(self, message_id: str, **values) -> None:
+        values["updated_at"] = self._store.stamp(self._now())
+        with self._store.transaction():
+            self._db["outbox"].update(message_id, values)
+
+    def counts(self) -> dict[str, int]:
+        found = dict(self._db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+        return {state: found.get(state, 0) for state in STATES}
+
+    def messages(self, phone: str | None = None) -> list[dict]:
+        """Rows with phone and body opened, oldest first; for operators and tests."""
+        where, args = ("phone_hash = ?", [self._store.phone_digest(phone)]) if phone else (None, [])
+        rows = self._db["outbox"].rows_where(where, args, order_by="created_at, id")
+        opened = []
+        for row in rows:
+            row["phone"] = self._store.sealer.open(row["phone"])
+            row["body"] = self._store.sealer.open(row["body"])
+            del row["phone_hash"]
+            opened.append(row)
+        return opened

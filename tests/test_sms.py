@@ -1,0 +1,160 @@
+"""SMS through the real africastalking SDK, against a loopback stand-in of its API."""
+
+import asyncio
+import re
+
+import pytest
+
+from conftest import PHONE, Gateway, eventually, sms_config
+from gateway.resources import store_key
+
+NIK = "3201234567890123"
+OTHER = "+254711082300"
+
+
+def outbox(gateway, phone=None):
+    return gateway.app[store_key].store.outbox.messages(phone)
+
+
+async def report_by_ussd(gateway, session="s", phone=PHONE):
+    end = (await gateway.dial(session, "1", "1", "Dusun Kidul", "Jalan berlubang", "1", phone=phone))[-1]
+    return re.search(r"Nomor: (\w+)\.", end).group(1)
+
+
+async def sms(gateway, text, phone=PHONE, message_id=None, **extra):
+    sms.counter = getattr(sms, "counter", 0) + 1
+    form = {"from": phone, "to": "21525", "text": text, "date": "2026-11-28 10:00:00",
+            "id": message_id or f"in-{sms.counter}", "linkId": "", "networkCode": "51010", **extra}
+    return await gateway.post("/sms/africastalking/inbound", form)
+
+
+async def reply_to(gateway, standin, text, phone=PHONE, **kwargs):
+    """Send `text` by SMS; return the reply the stand-in received."""
+    before = len(standin.bodies(phone))
+    status, _, _ = await sms(gateway, text, phone, **kwargs)
+    assert status == 200
+    await eventually(lambda: len(standin.bodies(phone)) > before)
+    return standin.bodies(phone)[-1]
+
+
+# -- confirmations through the real SDK -------------------------------------
+
+async def test_sms_ussd_submission_sends_exactly_one_confirmation(sms_gateway, standin):
+    ref = await report_by_ussd(sms_gateway)
+    await eventually(lambda: standin.accepted)
+    await asyncio.sleep(0.3)  # room for a wrong second copy to show up
+    assert standin.bodies() == [f"Kentongan: Laporan masalah diterima, nomor {ref}. Cek status: kirim CEK {ref}"]
+    assert standin.accepted[0]["to"] == PHONE and standin.accepted[0]["bulkSMSMode"] == "1"
+    rows = outbox(sms_gateway)
+    assert [(r["kind"], r["state"], r["attempts"]) for r in rows] == [("confirmation", "sent", 1)]
+    assert rows[0]["provider_id"] == standin.accepted[0]["id"]
+
+
+async def test_sms_confirmation_in_callers_language(sms_gateway, standin):
+    await sms_gateway.dial("l", "5", "3")
+    end = (await sms_gateway.dial("s2", "1", "1", "Dusun Kidul", "Shimo kubwa", "1"))[-1]
+    ref = re.search(r"Namba: (\w+)\.", end).group(1)
+    await eventually(lambda: standin.accepted)
+    assert standin.bodies() == [f"Kentongan: Ripoti ya tatizo imepokelewa, namba {ref}. Kwa hali yake tuma HALI {ref}"]
+
+
+async def test_sms_provider_failures_delay_but_never_lose_or_double(sms_gateway, standin):
+    standin.hang_seconds = 1.5  # past the gateway's 0.5 s timeout
+    standin.plan = ["500", "timeout", "500", "html", "timeout", "500"]
+    refs = [await report_by_ussd(sms_gateway, f"s{n}", phone=f"+62812345678{n}0") for n in range(3)]
+    await eventually(lambda: len(standin.accepted) >= 3, timeout=30)
+    await asyncio.sleep(2)  # the timed-out requests answer late; nothing may come of them
+    for n, ref in enumerate(refs):
+        copies = [b for b in standin.bodies(f"+62812345678{n}0") if ref in b]
+        assert len(copies) == 1, (ref, copies)
+    rows = outbox(sms_gateway)
+    assert sorted(r["state"] for r in rows) == ["sent", "sent", "sent"]
+    assert sum(r["attempts"] for r in rows) == 3 + 6  # every scripted failure cost exactly one retry
+
+
+async def test_sms_captive_portal_page_is_not_taken_for_sent(sms_gateway, standin):
+    standin.plan = ["html"]
+    await report_by_ussd(sms_gateway)
+    await eventually(lambda: standin.accepted)
+    row = outbox(sms_gateway)[0]
+    assert row["state"] == "sent" and row["attempts"] == 2
+
+
+async def test_sms_blacklisted_number_is_given_up_at_once(sms_gateway, standin):
+    standin.plan = [406]
+    await report_by_ussd(sms_gateway)
+    await eventually(lambda: outbox(sms_gateway)[0]["state"] == "dead")
+    await asyncio.sleep(0.3)
+    assert len(standin.received) == 1
+    assert outbox(sms_gateway)[0]["reason"] == "406 UserInBlacklist"
+
+
+async def test_sms_insufficient_balance_is_retried(sms_gateway, standin):
+    standin.plan = [405, 405]
+    await report_by_ussd(sms_gateway)
+    await eventually(lambda: standin.accepted)
+    assert len(standin.received) == 3 and outbox(sms_gateway)[0]["state"] == "sent"
+
+
+async def test_sms_gives_up_after_max_attempts(tmp_path, standin):
+    standin.plan = ["500"] * 10
+    gw = await Gateway(sms_config(tmp_path, standin, sms__max_attempts=3)).start()
+    try:
+        await report_by_ussd(gw)
+        await eventually(lambda: outbox(gw)[0]["state"] == "dead")
+        row = outbox(gw)[0]
+        assert row["attempts"] == 3 and "gave up after 3 attempts" in row["reason"]
+        assert len(standin.received) == 3
+    finally:
+        await gw.stop()
+
+
+async def test_sms_stale_message_expires_instead_of_sending(sms_gateway, standin):
+    standin.plan = ["500"] * 1000
+    await report_by_ussd(sms_gateway)
+    await eventually(lambda: outbox(sms_gateway)[0]["attempts"] >= 1)
+    store = sms_gateway.app[store_key].store
+    store.db.execute("UPDATE outbox SET expires_at = '2000-01-01T00:00:00.000+00:00'")
+    standin.plan = []
+    await eventually(lambda: outbox(sms_gateway)[0]["state"] == "expired")
+    assert standin.accepted == []
+
+
+# -- delivery reports ------------------------------------------------------------
+
+async def delivery(gateway, **form):
+    return await gateway.post("/sms/africastalking/delivery", form)
+
+
+async def test_sms_delivery_reports_move_forward_only(sms_gateway, standin):
+    await report_by_ussd(sms_gateway)
+    await eventually(lambda: standin.accepted)
+    message_id = standin.accepted[0]["id"]
+    base = {"id": message_id, "phoneNumber": PHONE, "networkCode": "51010", "retryCount": "0"}
+    assert (await delivery(sms_gateway, **base, status="Buffered"))[0] == 200
+    assert outbox(sms_gateway)[0]["provider_status"] == "Buffered"
+    await delivery(sms_gateway, **base, status="Success")
+    await delivery(sms_gateway, **base, status="Buffered")
+    await delivery(sms_gateway, **base, status="Failed", failureReason="DeliveryFailure")
+    row = outbox(sms_gateway)[0]
+    assert (row["state"], row["provider_status"]) == ("delivered", "Success")
+
+
+async def test_sms_delivery_failure_is_recorded(sms_gateway, standin):
+    await report_by_ussd(sms_gateway)
+    await eventually(lambda: standin.accepted)
+    await delivery(sms_gateway, id=standin.accepted[0]["id"], status="Rejected", phoneNumber=PHONE,
+                   failureReason="UserInBlacklist", retryCount="1")
+    row = outbox(sms_gateway)[0]
+    assert (row["state"], row["reason"]) == ("failed", "UserInBlacklist")
+
+
+async def test_sms_delivery_report_for_unknown_id_is_acknowledged(sms_gateway, caplog):
+    status, body, _ = await delivery(sms_gateway, id="ATXid_nobody", status="Success", phoneNumber=PHONE)
+    assert status == 200 and "unknown" in body
+    assert "delivery report for unknown message ATXid_nobody" in caplog.text
+
+
+async def test_sms_delivery_report_without_id_is_400(sms_gateway):
+    status, body, _ = await delivery(sms_gateway, status="Success")
+    assert status == 400 and "missing form field(s): id" in body
