@@ -15,7 +15,8 @@ from aiohttp import web
 
 from flows import Engine
 from flows.catalog import N_
-from flows.sms import Keywords
+from flows.engine import STATUS_LABELS
+from flows.sms import Keywords, notice_text
 from flows.validate import Invalid
 from sync.errors import DuplicateReference
 from sync.reference import new_reference, normalize_reference
@@ -119,6 +120,26 @@ def _report(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms:
         log.info("submission %s (report) by SMS from %s", submission["ref"], mask_phone(sms.phone))
         return confirmation_text(engine, submission)
     raise DuplicateReference(f"no free reference after {REFERENCE_ATTEMPTS} draws")
+
+
+def change_status(store: Store, engine: Engine, rules: Rules, ref: str, status: str, note: str = "") -> str | None:
+    """Set a submission's status and queue the notice to its phone, in one transaction.
+
+    Returns the notice's outbox state (`queued`, or `suppressed` after STOP),
+    or None when nothing changed.
+    """
+    with store.transaction():
+        changed = store.set_status(ref, status)
+        if changed is None:
+            return None
+        lang = next(l for l in (store.language(changed["phone"]), changed["language"], rules.default_language)
+                    if l in engine.languages)
+        flow = engine.flows.get(changed["service"])
+        text = notice_text(engine.catalog, lang, ref=ref,
+                           service=engine.catalog.text(lang, flow.title) if flow else changed["service"],
+                           status=engine.catalog.text(lang, STATUS_LABELS[status]), note=note)
+        queued = store.outbox.add(changed["phone"], text, "notice", ttl=rules.sms_ttl, cause=f"{ref}:{status}")
+    return queued["state"]
 
 
 async def inbound_callback(request: web.Request) -> web.Response:

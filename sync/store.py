@@ -261,6 +261,22 @@ class Store:
             self.db["claims"].insert_all({"digest": d, "submission_id": row["id"]} for d in claims)
         return {"id": row["id"], "ref": row["ref"], "created_at": now}
 
+    def set_status(self, ref: str, status: str) -> dict | None:
+        """Move submission `ref` to `status`; return its phone, language, service and the old status.
+
+        None when there is no such submission or it already has that status.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUSES)}")
+        with self.transaction():
+            row = self.db.execute("SELECT phone, language, service, status FROM submissions WHERE ref = ?",
+                                  [ref]).fetchone()
+            if row is None or row[3] == status:
+                return None
+            self.db.execute("UPDATE submissions SET status = ?, updated_at = ? WHERE ref = ?",
+                            [status, _stamp(self.clock()), ref])
+        return {"phone": self.sealer.open(row[0]), "language": row[1], "service": row[2], "previous": row[3]}
+
     def taken(self, service: str, answer: str, value: str) -> bool:
         """True when `value` is already claimed for `answer` of `service`."""
         return self.db.execute("SELECT 1 FROM claims WHERE digest = ?",

@@ -93,13 +93,15 @@ async def gateway(config):
 
 
 async def eventually(check, timeout=15.0, interval=0.05):
-    """Wait until `check()` is true (bounded); return its value."""
+    """Wait until `check()` (a function or a coroutine function) is true, within `timeout`; return it."""
     import asyncio
     import time
 
     deadline = time.monotonic() + timeout
     while True:
         value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:

@@ -12,8 +12,31 @@ NIK = "3201234567890123"
 OTHER = "+254711082300"
 
 
-def outbox(gateway, phone=None):
-    return gateway.app[store_key].store.outbox.messages(phone)
+async def outbox(gateway, phone=None):
+    """The outbox rows, read in the store's own thread (never beside it)."""
+    return await gateway.app[store_key].call(lambda store: store.outbox.messages(phone))
+
+
+async def state_of_first(gateway):
+    return (await outbox(gateway))[0]["state"]
+
+
+async def state_of_first_is(gateway, state):
+    rows = await outbox(gateway)
+    return bool(rows) and rows[0]["state"] == state
+
+
+async def sent(gateway, count=1):
+    """Wait until `count` outbox rows are recorded as sent (the stand-in took them first)."""
+    async def enough():
+        return sum(r["state"] == "sent" for r in await outbox(gateway)) >= count
+
+    await eventually(enough, timeout=30)
+
+
+async def first_has_attempts(gateway):
+    rows = await outbox(gateway)
+    return bool(rows) and rows[0]["attempts"] >= 1
 
 
 async def report_by_ussd(gateway, session="s", phone=PHONE):
@@ -29,23 +52,30 @@ async def sms(gateway, text, phone=PHONE, message_id=None, **extra):
 
 
 async def reply_to(gateway, standin, text, phone=PHONE, **kwargs):
-    """Send `text` by SMS; return the reply the stand-in received."""
-    before = len(standin.bodies(phone))
-    status, _, _ = await sms(gateway, text, phone, **kwargs)
+    """Send `text` by SMS; return the reply, once the stand-in has taken it."""
+    sms.counter = getattr(sms, "counter", 0) + 1
+    message_id = f"reply-{sms.counter}"
+    status, _, _ = await sms(gateway, text, phone, message_id=message_id, **kwargs)
     assert status == 200
-    await eventually(lambda: len(standin.bodies(phone)) > before)
-    return standin.bodies(phone)[-1]
+
+    async def sent_reply():
+        rows = [r for r in await outbox(gateway) if r["cause"] == message_id and r["state"] == "sent"]
+        return rows[0] if rows else None
+
+    row = await eventually(sent_reply)
+    assert [m["message"] for m in standin.accepted if m["id"] == row["provider_id"]] == [row["body"]]
+    return row["body"]
 
 
 # -- confirmations through the real SDK -------------------------------------
 
 async def test_sms_ussd_submission_sends_exactly_one_confirmation(sms_gateway, standin):
     ref = await report_by_ussd(sms_gateway)
-    await eventually(lambda: standin.accepted)
+    await sent(sms_gateway)
     await asyncio.sleep(0.3)  # room for a wrong second copy to show up
     assert standin.bodies() == [f"Kentongan: Laporan masalah diterima, nomor {ref}. Cek status: kirim CEK {ref}"]
     assert standin.accepted[0]["to"] == PHONE and standin.accepted[0]["bulkSMSMode"] == "1"
-    rows = outbox(sms_gateway)
+    rows = await outbox(sms_gateway)
     assert [(r["kind"], r["state"], r["attempts"]) for r in rows] == [("confirmation", "sent", 1)]
     assert rows[0]["provider_id"] == standin.accepted[0]["id"]
 
@@ -54,7 +84,7 @@ async def test_sms_confirmation_in_callers_language(sms_gateway, standin):
     await sms_gateway.dial("l", "5", "3")
     end = (await sms_gateway.dial("s2", "1", "1", "Dusun Kidul", "Shimo kubwa", "1"))[-1]
     ref = re.search(r"Namba: (\w+)\.", end).group(1)
-    await eventually(lambda: standin.accepted)
+    await sent(sms_gateway)
     assert standin.bodies() == [f"Kentongan: Ripoti ya tatizo imepokelewa, namba {ref}. Kwa hali yake tuma HALI {ref}"]
 
 
@@ -62,12 +92,12 @@ async def test_sms_provider_failures_delay_but_never_lose_or_double(sms_gateway,
     standin.hang_seconds = 1.5  # past the gateway's 0.5 s timeout
     standin.plan = ["500", "timeout", "500", "html", "timeout", "500"]
     refs = [await report_by_ussd(sms_gateway, f"s{n}", phone=f"+62812345678{n}0") for n in range(3)]
-    await eventually(lambda: len(standin.accepted) >= 3, timeout=30)
+    await sent(sms_gateway, 3)
     await asyncio.sleep(2)  # the timed-out requests answer late; nothing may come of them
     for n, ref in enumerate(refs):
         copies = [b for b in standin.bodies(f"+62812345678{n}0") if ref in b]
         assert len(copies) == 1, (ref, copies)
-    rows = outbox(sms_gateway)
+    rows = await outbox(sms_gateway)
     assert sorted(r["state"] for r in rows) == ["sent", "sent", "sent"]
     assert sum(r["attempts"] for r in rows) == 3 + 6  # every scripted failure cost exactly one retry
 
@@ -75,25 +105,25 @@ async def test_sms_provider_failures_delay_but_never_lose_or_double(sms_gateway,
 async def test_sms_captive_portal_page_is_not_taken_for_sent(sms_gateway, standin):
     standin.plan = ["html"]
     await report_by_ussd(sms_gateway)
-    await eventually(lambda: standin.accepted)
-    row = outbox(sms_gateway)[0]
+    await sent(sms_gateway)
+    row = (await outbox(sms_gateway))[0]
     assert row["state"] == "sent" and row["attempts"] == 2
 
 
 async def test_sms_blacklisted_number_is_given_up_at_once(sms_gateway, standin):
     standin.plan = [406]
     await report_by_ussd(sms_gateway)
-    await eventually(lambda: outbox(sms_gateway)[0]["state"] == "dead")
+    await eventually(lambda: state_of_first_is(sms_gateway, "dead"))
     await asyncio.sleep(0.3)
     assert len(standin.received) == 1
-    assert outbox(sms_gateway)[0]["reason"] == "406 UserInBlacklist"
+    assert (await outbox(sms_gateway))[0]["reason"] == "406 UserInBlacklist"
 
 
 async def test_sms_insufficient_balance_is_retried(sms_gateway, standin):
     standin.plan = [405, 405]
     await report_by_ussd(sms_gateway)
-    await eventually(lambda: standin.accepted)
-    assert len(standin.received) == 3 and outbox(sms_gateway)[0]["state"] == "sent"
+    await sent(sms_gateway)
+    assert len(standin.received) == 3 and await state_of_first(sms_gateway) == "sent"
 
 
 async def test_sms_gives_up_after_max_attempts(tmp_path, standin):
@@ -101,8 +131,8 @@ async def test_sms_gives_up_after_max_attempts(tmp_path, standin):
     gw = await Gateway(sms_config(tmp_path, standin, sms__max_attempts=3)).start()
     try:
         await report_by_ussd(gw)
-        await eventually(lambda: outbox(gw)[0]["state"] == "dead")
-        row = outbox(gw)[0]
+        await eventually(lambda: state_of_first_is(gw, "dead"))
+        row = (await outbox(gw))[0]
         assert row["attempts"] == 3 and "gave up after 3 attempts" in row["reason"]
         assert len(standin.received) == 3
     finally:
@@ -112,11 +142,11 @@ async def test_sms_gives_up_after_max_attempts(tmp_path, standin):
 async def test_sms_stale_message_expires_instead_of_sending(sms_gateway, standin):
     standin.plan = ["500"] * 1000
     await report_by_ussd(sms_gateway)
-    await eventually(lambda: outbox(sms_gateway)[0]["attempts"] >= 1)
-    store = sms_gateway.app[store_key].store
-    store.db.execute("UPDATE outbox SET expires_at = '2000-01-01T00:00:00.000+00:00'")
+    await eventually(lambda: first_has_attempts(sms_gateway))
+    await sms_gateway.app[store_key].call(
+        lambda store: store.db.execute("UPDATE outbox SET expires_at = '2000-01-01T00:00:00.000+00:00'"))
     standin.plan = []
-    await eventually(lambda: outbox(sms_gateway)[0]["state"] == "expired")
+    await eventually(lambda: state_of_first_is(sms_gateway, "expired"), timeout=30)
     assert standin.accepted == []
 
 
@@ -128,24 +158,24 @@ async def delivery(gateway, **form):
 
 async def test_sms_delivery_reports_move_forward_only(sms_gateway, standin):
     await report_by_ussd(sms_gateway)
-    await eventually(lambda: standin.accepted)
+    await sent(sms_gateway)
     message_id = standin.accepted[0]["id"]
     base = {"id": message_id, "phoneNumber": PHONE, "networkCode": "51010", "retryCount": "0"}
     assert (await delivery(sms_gateway, **base, status="Buffered"))[0] == 200
-    assert outbox(sms_gateway)[0]["provider_status"] == "Buffered"
+    assert (await outbox(sms_gateway))[0]["provider_status"] == "Buffered"
     await delivery(sms_gateway, **base, status="Success")
     await delivery(sms_gateway, **base, status="Buffered")
     await delivery(sms_gateway, **base, status="Failed", failureReason="DeliveryFailure")
-    row = outbox(sms_gateway)[0]
+    row = (await outbox(sms_gateway))[0]
     assert (row["state"], row["provider_status"]) == ("delivered", "Success")
 
 
 async def test_sms_delivery_failure_is_recorded(sms_gateway, standin):
     await report_by_ussd(sms_gateway)
-    await eventually(lambda: standin.accepted)
+    await sent(sms_gateway)
     await delivery(sms_gateway, id=standin.accepted[0]["id"], status="Rejected", phoneNumber=PHONE,
                    failureReason="UserInBlacklist", retryCount="1")
-    row = outbox(sms_gateway)[0]
+    row = (await outbox(sms_gateway))[0]
     assert (row["state"], row["reason"]) == ("failed", "UserInBlacklist")
 
 

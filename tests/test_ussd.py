@@ -346,9 +346,11 @@ async def test_ussd_session_is_bound_to_its_phone(gateway):
 
 async def test_ussd_session_saved_under_old_menus_restarts_at_main_menu(gateway):
     await gateway.dial("old", "1", "1")
-    store = gateway.app[store_key].store
-    saved = store.session("old")
-    state = {**saved["state"], "screen": "a-screen-since-removed"}
-    store.save_session("old", phone=PHONE, service_code="*384*1#", state=state, history=saved["history"],
-                       response=saved["response"], done=False, resumable=True)
+    def break_session(store):
+        saved = store.session("old")
+        state = {**saved["state"], "screen": "a-screen-since-removed"}
+        store.save_session("old", phone=PHONE, service_code="*384*1#", state=state, history=saved["history"],
+                           response=saved["response"], done=False, resumable=True)
+
+    await gateway.app[store_key].call(break_session)
     assert (await gateway.hop("old", "1*1*Dusun Kidul")).startswith("CON Kentongan, layanan desa")
