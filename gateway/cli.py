@@ -66,7 +66,7 @@ def serve(config_path) -> None:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def status(config_path, as_json: bool) -> None:
-    """What the local store holds: submissions by state, open USSD sessions."""
+    """What the local store holds: submissions by state, open USSD sessions, the SMS outbox by state."""
     config = _config(config_path)
     try:
         store = Store.open(config.data_dir)
@@ -86,6 +86,9 @@ def status(config_path, as_json: bool) -> None:
     for state, number in sorted(subs["by_status"].items()):
         click.echo(f"  status {state}: {number}")
     click.echo(f"open USSD sessions: {counts['ussd_sessions_open']}")
+    for state, number in counts["outbox"].items():
+        if number:
+            click.echo(f"outbox {state}: {number}")
 
 
 @main.command()

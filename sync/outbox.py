@@ -35,6 +35,7 @@ FINAL = frozenset({"delivered", "failed", "dead", "expired", "suppressed"})
 DELIVERY_FINAL = {"Success": "delivered", "Failed": "failed", "Rejected": "failed", "Expired": "failed"}
 DELIVERY_PENDING = frozenset({"Sent", "Submitted", "Buffered"})
 KINDS = ("confirmation", "reply", "notice")
+RESENT = "resent after a restart: the provider may have had it already"
 
 
 def create_tables(db) -> None:
@@ -100,8 +101,8 @@ class Outbox:
         """On start: rows left `sending` by a dead process are queued again (sent at most once more)."""
         with self._store.transaction():
             cursor = self._db.execute(
-                "UPDATE outbox SET state = 'queued', reason = 'resent after a restart', updated_at = ? "
-                "WHERE state = 'sending'", [self._store.stamp(self._now())])
+                "UPDATE outbox SET state = 'queued', reason = ?, updated_at = ? WHERE state = 'sending'",
+                [RESENT, self._store.stamp(self._now())])
         return cursor.rowcount
 
     def due(self, limit: int = 20) -> list[str]:
@@ -140,8 +141,11 @@ class Outbox:
                 "send_id": send_id, "attempt": attempt}
 
     def sent(self, message_id: str, provider_id: str | None, provider_status: str) -> None:
-        self._set(message_id, state="sent", provider_id=provider_id, provider_status=provider_status,
-                  reason=None)
+        """The provider took it. A copy resent after a crash keeps saying so: it may be a duplicate."""
+        with self._store.transaction():
+            reason = self._db.execute("SELECT reason FROM outbox WHERE id = ?", [message_id]).fetchone()[0]
+            self._set(message_id, state="sent", provider_id=provider_id, provider_status=provider_status,
+                      reason=reason if reason == RESENT else None)
 
     def retry(self, message_id: str, reason: str, delay: dt.timedelta, max_attempts: int) -> str:
         """A failed attempt: queue again after `delay`, or give up after `max_attempts`; return the state."""

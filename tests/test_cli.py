@@ -36,17 +36,26 @@ def test_cli_serve_answers_the_main_menu_and_status_counts(tmp_path):
             except OSError:
                 time.sleep(0.1)
         assert body.startswith("END Terima kasih")
+        env_status = {"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}
+        for _ in range(100):  # the console provider sends in the background
+            counts = json.loads(kentongan("status", "--json", env=env_status, cwd=tmp_path).stdout)
+            if counts["outbox"]["sent"]:
+                break
+            time.sleep(0.1)
     finally:
         server.send_signal(signal.SIGINT)
         output = server.communicate(timeout=30)[0]
     assert "+6281234567890" not in output and "+62812****890" in output
+    assert "Cek status: kirim CEK" in output  # the console provider prints the confirmation
     result = kentongan("status", "--json", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     counts = json.loads(result.stdout)
     assert counts["submissions"]["total"] == 1
     assert counts["submissions"]["by_sync_state"] == {"pending": 1}
+    assert counts["outbox"]["sent"] == 1 and counts["outbox"]["dead"] == 0  # the console provider
     human = kentongan("status", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}, cwd=tmp_path)
     assert "submissions: 1" in human.stdout and "sync pending: 1" in human.stdout
+    assert "outbox sent: 1" in human.stdout
 
 
 def test_cli_serve_refuses_a_broken_menu(tmp_path):
