@@ -12,10 +12,11 @@ from aiohttp import web
 
 from flows import FlowError
 from sync.errors import StoreError
+from sync.outbox import STATES as OUTBOX_STATES
 from sync.store import Store
 
 from .config import ConfigError, load_config
-from .log import setup_logging
+from .log import mask_phone, setup_logging
 
 log = logging.getLogger("kentongan")
 
@@ -130,3 +131,32 @@ async def _simulate(url: str, params: dict, session_id: str, phone: str, service
                 click.echo("(hung up)")
                 return
             history.append(typed)
+
+
+@main.command()
+@config_option
+@click.option("--state", type=click.Choice(list(OUTBOX_STATES)), default=None,
+              help="Only messages in this state (dead: given up, for an operator to look at).")
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def outbox(config_path, state: str | None, limit: int, as_json: bool) -> None:
+    """The SMS outbox, newest first: state, attempts, why, and the text (numbers masked)."""
+    config = _config(config_path)
+    try:
+        store = Store.open(config.data_dir)
+    except (OSError, StoreError) as error:
+        _fail(f"cannot open the store in {config.data_dir}: {error}")
+    try:
+        rows = [row for row in reversed(store.outbox.messages()) if state is None or row["state"] == state][:limit]
+    finally:
+        store.close()
+    shown = [{"id": r["id"], "to": mask_phone(r["phone"]), "kind": r["kind"], "state": r["state"],
+              "attempts": r["attempts"], "reason": r["reason"], "created_at": r["created_at"],
+              "updated_at": r["updated_at"], "text": r["body"]} for r in rows]
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+        return
+    for row in shown:
+        why = f" ({row['reason']})" if row["reason"] else ""
+        click.echo(f"{row['created_at'][:19]} {row['to']} {row['kind']} {row['state']} "
+                   f"x{row['attempts']}{why}: {row['text']}")

@@ -53,6 +53,13 @@ def test_cli_serve_answers_the_main_menu_and_status_counts(tmp_path):
     assert counts["submissions"]["total"] == 1
     assert counts["submissions"]["by_sync_state"] == {"pending": 1}
     assert counts["outbox"]["sent"] == 1 and counts["outbox"]["dead"] == 0  # the console provider
+    listed = kentongan("outbox", "--json", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}, cwd=tmp_path)
+    rows = json.loads(listed.stdout)
+    assert [(r["kind"], r["state"], r["to"]) for r in rows] == [("confirmation", "sent", "+62812****890")]
+    assert "Cek status: kirim CEK" in rows[0]["text"]
+    dead = kentongan("outbox", "--state", "dead", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")},
+                     cwd=tmp_path)
+    assert dead.returncode == 0 and dead.stdout == ""
     human = kentongan("status", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}, cwd=tmp_path)
     assert "submissions: 1" in human.stdout and "sync pending: 1" in human.stdout
     assert "outbox sent: 1" in human.stdout
