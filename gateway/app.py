@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 HOUSEKEEPING_SECONDS = 3600
+KEEP_INBOUND_IDS = dt.timedelta(days=7)
 CALLBACK_PREFIXES = ("/ussd/", "/sms/")
 
 
@@ -84,7 +85,7 @@ async def error_middleware(request: web.Request, handler):
 
 
 async def housekeeping_context(app: web.Application) -> AsyncIterator[None]:
-    """Delete USSD sessions nobody can resume any more, hourly."""
+    """Hourly: delete USSD sessions nobody can resume any more, and week-old incoming SMS ids."""
     keep = dt.timedelta(hours=app[config_key]["ussd.keep_sessions_hours"])
 
     async def loop() -> None:
@@ -93,6 +94,7 @@ async def housekeeping_context(app: web.Application) -> AsyncIterator[None]:
                 gone = await app[store_key].call(lambda store: store.purge_sessions(keep))
                 if gone:
                     log.info("deleted %d old USSD sessions", gone)
+                await app[store_key].call(lambda store: store.purge_inbound(KEEP_INBOUND_IDS))
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_SECONDS)

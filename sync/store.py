@@ -193,6 +193,13 @@ class Store:
                                      [_stamp(self.clock() - older_than)])
         return cursor.rowcount
 
+    def purge_inbound(self, older_than: dt.timedelta) -> int:
+        """Forget the ids of incoming SMS older than `older_than` (no provider redelivers that late)."""
+        with self.transaction():
+            cursor = self.db.execute("DELETE FROM sms_inbound WHERE received_at < ?",
+                                     [_stamp(self.clock() - older_than)])
+        return cursor.rowcount
+
     # -- callers -----------------------------------------------------------
 
     def language(self, phone: str) -> str | None:

@@ -106,3 +106,26 @@ def test_reference_shape():
     for ref in refs:
         assert len(ref) == 7 and ref.startswith("K7") and set(ref) <= set(ALPHABET)
     assert not set("01ILO") & set(ALPHABET)
+
+
+def test_store_inbound_ids_are_remembered_then_forgotten(tmp_path):
+    now = [dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)]
+    store = Store(tmp_path / DATABASE_NAME, Sealer.from_key_file(tmp_path / KEY_FILE_NAME), lambda: now[0])
+    assert store.record_inbound("ATXid_1", "+6281234567890")
+    assert not store.record_inbound("ATXid_1", "+6281234567890")
+    now[0] += dt.timedelta(days=8)
+    assert store.purge_inbound(dt.timedelta(days=7)) == 1
+    assert store.record_inbound("ATXid_1", "+6281234567890")
+    store.close()
+
+
+def test_store_status_change(tmp_path):
+    store = Store.open(tmp_path)
+    store.add_submission(SUB, phone="+6281234567890", channel="ussd")
+    changed = store.set_status("K7ABCDE", "in_progress")
+    assert changed == {"phone": "+6281234567890", "language": "id", "service": "voter", "previous": "received"}
+    assert store.set_status("K7ABCDE", "in_progress") is None
+    assert store.set_status("NOSUCH", "resolved") is None
+    with pytest.raises(ValueError, match="unknown status"):
+        store.set_status("K7ABCDE", "lost")
+    store.close()
