@@ -18,6 +18,7 @@ from .config import Config
 from .resources import Rules, config_key, engine_key, keywords_key, rules_key, store_context, store_key
 from .sender import sender_context
 from .sms import delivery_callback, inbound_callback
+from .syncer import syncer_context
 from .ussd import ussd_callback
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def create_app(config: Config) -> web.Application:
     app[rules_key] = Rules.from_config(config)
     app.cleanup_ctx.append(store_context)
     app.cleanup_ctx.append(sender_context)
+    app.cleanup_ctx.append(syncer_context)
     app.cleanup_ctx.append(housekeeping_context)
     setup_routes(app)
     return app

@@ -46,21 +46,71 @@ def main() -> None:
 @main.command()
 @config_option
 def serve(config_path) -> None:
-    """Serve the gateway (USSD callback, health) until stopped."""
+    """Serve the gateway (USSD and SMS callbacks, SMS sender, sync) until stopped.
+
+    With `central.embedded`, the central backend runs beside it.
+    """
     from .app import create_app
 
     config = _config(config_path)
     setup_logging()
     try:
-        app = create_app(config)
+        apps = [("gateway", create_app(config), config["gateway.host"], config["gateway.port"])]
     except FlowError as error:
         _fail(f"menu or catalog error: {error}")
-    host, port = config["gateway.host"], config["gateway.port"]
-    log.info("gateway on http://%s:%d, data in %s", host, port, config.data_dir)
+    if config["central.embedded"]:
+        apps.append(("central backend", _central_app(config), config["central.host"], config["central.port"]))
+    _run(apps, config)
+
+
+@main.group()
+def central() -> None:
+    """The reference central backend."""
+
+
+@central.command("serve")
+@config_option
+def central_serve(config_path) -> None:
+    """Serve the central backend (sync API, staff API) until stopped."""
+    config = _config(config_path)
+    setup_logging()
+    _run([("central backend", _central_app(config), config["central.host"], config["central.port"])], config)
+
+
+def _central_app(config):
+    from sync.central import create_central_app
+
+    gateways = {config["gateway.id"]: config["sync.secret"]} if config["sync.secret"] else {}
+    return create_central_app(config.data_dir, gateways, config["central.staff_token"])
+
+
+def _run(apps, config) -> None:
+    """Serve `apps` ((name, app, host, port)...) on one event loop until SIGINT or SIGTERM."""
+    import asyncio
+    import signal
+
+    async def serve_all() -> None:
+        runners = []
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            for name, app, host, port in apps:
+                runner = web.AppRunner(app, access_log=None)
+                await runner.setup()
+                runners.append(runner)
+                await web.TCPSite(runner, host, port).start()
+                log.info("%s on http://%s:%d, data in %s", name, host, port, config.data_dir)
+            await stop.wait()
+        finally:
+            for runner in reversed(runners):
+                await runner.cleanup()
+
     try:
-        web.run_app(app, host=host, port=port, print=None, access_log=None, handle_signals=True)
+        asyncio.run(serve_all())
     except (OSError, StoreError) as error:
-        _fail(f"cannot serve on {host}:{port}: {error}")
+        _fail(f"cannot serve: {error}")
 
 
 @main.command()
@@ -160,3 +210,53 @@ def outbox(config_path, state: str | None, limit: int, as_json: bool) -> None:
         why = f" ({row['reason']})" if row["reason"] else ""
         click.echo(f"{row['created_at'][:19]} {row['to']} {row['kind']} {row['state']} "
                    f"x{row['attempts']}{why}: {row['text']}")
+
+
+@main.command("sync")
+@config_option
+def sync_now(config_path) -> None:
+    """Run one sync round now: push pending submissions, pull status updates."""
+    import asyncio
+
+    from flows import Engine
+    from sync.client import SyncError
+    from sync.thread import StoreThread
+
+    from .resources import Rules
+    from .syncer import Syncer
+
+    config = _config(config_path)
+    if not config["sync.secret"]:
+        _fail("sync is off: set sync.secret (or KENTONGAN_SYNC_SECRET)")
+    try:
+        engine = Engine.load(config.menus_dir, config.locale_dir, list(config["language.available"]),
+                             config["language.default"])
+    except FlowError as error:
+        _fail(f"menu or catalog error: {error}")
+
+    async def one_round():
+        store = await StoreThread.open(Store.open, config.data_dir)
+        try:
+            pending = (await store.call(lambda s: s.counts()))["sync"]["pending"]
+            syncer = Syncer(store, engine, Rules.from_config(config), url=config["central.url"],
+                            gateway_id=config["gateway.id"], secret=config["sync.secret"],
+                            batch_size=config["sync.batch_size"], timeout=config["sync.timeout_seconds"])
+            sent = {"items": 0, "bytes": 0}
+            with click.progressbar(length=max(pending, 1), label="pushing", show_pos=True, file=sys.stderr,
+                                   item_show_func=lambda _: f"{sent['bytes']} bytes") as bar:
+                def progress(items, size):
+                    sent["items"] += items
+                    sent["bytes"] += size
+                    bar.update(items, current_item=True)
+                return await syncer.round(progress)
+        finally:
+            store.close()
+
+    try:
+        summary = asyncio.run(one_round())
+    except SyncError as error:
+        _fail(f"sync failed: {error}")
+    rate = summary.pushed / summary.seconds if summary.seconds else 0.0
+    click.echo(f"pushed {summary.pushed} ({summary.accepted} new, {summary.duplicate} already there, "
+               f"{summary.rejected} rejected), {summary.wire_bytes} bytes, {rate:.0f} items/s; "
+               f"pulled {summary.updates} status updates, {summary.notices} SMS notices queued")

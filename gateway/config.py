@@ -126,6 +126,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gateway.port", 8080, _integer(1, 65535), "Port the gateway listens on."),
     Setting("gateway.data_dir", "./var", _string,
             "Folder for the store (gateway.db) and the key that seals personal data (gateway.key)."),
+    Setting("gateway.id", "demo", _string,
+            "This gateway's id at the central backend; it signs every sync request with sync.secret."),
     Setting("gateway.ref_prefix", "K", _prefix,
             "This gateway's reference prefix, 1-3 of 23456789ABCDEFGHJKMNPQRSTUVWXYZ; "
             "unique per gateway, so references never collide."),
@@ -158,6 +160,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sms.auto_replies_per_hour", 5, _integer(1, 1000),
             "Automatic replies to one number per hour; more are suppressed, so two machines "
             "answering each other cannot loop."),
+    Setting("sync.secret", "", _string,
+            "The secret this gateway and the central backend share; empty turns sync off.", secret=True),
+    Setting("sync.interval_seconds", 60.0, _seconds(0.05, 86400),
+            "Seconds between sync rounds while the link is up; while it is down, rounds back off "
+            "exponentially (with jitter) up to an hour."),
+    Setting("sync.batch_size", 100, _integer(1, 5000), "Submissions per batch pushed to the central backend."),
+    Setting("sync.timeout_seconds", 20.0, _seconds(0.05, 600),
+            "How long one sync request may take before the round counts as failed."),
     Setting("central.embedded", False, _boolean, "Whether serve also runs the central backend."),
     Setting("central.host", "127.0.0.1", _string, "Address the central backend listens on."),
     Setting("central.port", 8081, _integer(1, 65535), "Port the central backend listens on."),

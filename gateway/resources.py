@@ -1,51 +1,22 @@
-"""What the app holds for its lifetime: app keys and the store's own thread."""
+"""What the app holds for its lifetime: app keys, the rules of a turn, the store's context."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, TypeVar
+from typing import AsyncIterator
 
 from aiohttp import web
 
 from flows import Engine
 from flows.sms import Keywords
 from sync.store import Store
+from sync.thread import StoreThread
 
 from .config import Config
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-class StoreThread:
-    """The store behind one thread: every call runs there, in arrival order.
-
-    SQLite work (and the fsync of a commit) stays off the event loop, and the
-    turns of one gateway process never interleave inside a transaction.
-    """
-
-    def __init__(self, pool: concurrent.futures.ThreadPoolExecutor, store: Store):
-        self._pool = pool
-        self.store = store
-
-    @classmethod
-    async def open(cls, opener: Callable[..., Store], *args: Any) -> "StoreThread":
-        """Open the store with `opener(*args)` in its own new thread."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        store = await asyncio.get_running_loop().run_in_executor(pool, opener, *args)
-        return cls(pool, store)
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(store, *args)` in the store's thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self.store, *args)
-
-    def close(self) -> None:
-        self._pool.submit(self.store.close).result()
-        self._pool.shutdown(wait=True)
 
 
 @dataclass(frozen=True)
@@ -75,6 +46,7 @@ keywords_key = web.AppKey("keywords", Keywords)
 store_key = web.AppKey("store", StoreThread)
 rules_key = web.AppKey("rules", Rules)
 sender_key = web.AppKey("sender", object)
+syncer_key = web.AppKey("syncer", object)
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:

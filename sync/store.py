@@ -37,7 +37,7 @@ from .seal import Sealer
 DATABASE_NAME = "gateway.db"
 KEY_FILE_NAME = "gateway.key"
 STATUSES = ("received", "in_progress", "resolved", "rejected")
-SYNC_STATES = ("pending", "synced")
+SYNC_STATES = ("pending", "synced", "rejected")
 
 
 def utc_now() -> dt.datetime:
@@ -68,7 +68,12 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["callers"].create({"phone_hash": str, "language": str, "updated_at": str}, pk="phone_hash")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, outbox.create_tables]
+def _v3(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["submissions"].add_column("sync_reason", str)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, outbox.create_tables, _v3]
 """Schema steps in order; `PRAGMA user_version` records how many have run."""
 
 
@@ -317,6 +322,50 @@ class Store:
         del row["phone_hash"]
         return row
 
+    # -- replication ---------------------------------------------------------
+
+    def pending_submissions(self, limit: int, after: str = "") -> list[dict]:
+        """Submissions not yet at the central backend, oldest first, as sync items (personal fields opened)."""
+        rows = self.db.execute(
+            "SELECT id, ref, service, channel, answers, phone, language, created_at FROM submissions "
+            "WHERE sync_state = 'pending' AND id > ? ORDER BY id LIMIT ?", [after, limit]).fetchall()
+        keys = ("id", "ref", "service", "channel", "answers", "phone", "language", "created_at")
+        items = []
+        for row in rows:
+            item = dict(zip(keys, row))
+            item["answers"] = json.loads(self.sealer.open(item["answers"]))
+            item["phone"] = self.sealer.open(item["phone"])
+            items.append(item)
+        return items
+
+    def mark_synced(self, results: list[dict]) -> dict[str, int]:
+        """Apply the central backend's answer per item: accepted and duplicate are synced, rejected is kept aside."""
+        tally = {"accepted": 0, "duplicate": 0, "rejected": 0}
+        now = _stamp(self.clock())
+        with self.transaction():
+            for result in results:
+                outcome = result.get("result")
+                if outcome not in tally or not isinstance(result.get("id"), str):
+                    continue
+                state = "rejected" if outcome == "rejected" else "synced"
+                cursor = self.db.execute(
+                    "UPDATE submissions SET sync_state = ?, sync_reason = ?, updated_at = ? "
+                    "WHERE id = ? AND sync_state = 'pending'",
+                    [state, result.get("reason") if state == "rejected" else None, now, result["id"]])
+                tally[outcome] += cursor.rowcount
+        return tally
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, **values: object) -> None:
+        with self.transaction():
+            for key, value in values.items():
+                self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                                [key, None if value is None else str(value)])
+
     def counts(self) -> dict:
         """Submissions by sync state and by status, and open USSD sessions."""
         by_sync = dict(self.db.execute(
@@ -327,4 +376,9 @@ class Store:
         return {"submissions": {"by_sync_state": by_sync, "by_status": by_status,
                                 "total": sum(by_sync.values())},
                 "ussd_sessions_open": sessions,
-                "outbox": self.outbox.counts()}
+                "outbox": self.outbox.counts(),
+                "sync": {"pending": by_sync.get("pending", 0), "sent": by_sync.get("synced", 0),
+                         "rejected": by_sync.get("rejected", 0),
+                         "last_success": self.meta("sync_last_success"),
+                         "last_error": self.meta("sync_last_error"),
+                         "last_error_at": self.meta("sync_last_error_at")}}

@@ -1,0 +1,166 @@
+"""Sync rounds: push pending submissions, then pull status updates and queue their notices.
+
+One round pushes every pending submission in batches of `sync.batch_size`,
+marking each only on the central backend's signed answer for it, then pulls
+status changes after the stored cursor. Each pulled page is applied in one
+store transaction: the statuses, their SMS notices, and the new cursor, so a
+notice is queued exactly once however often a round is cut short.
+
+In `kentongan serve` a round runs every `sync.interval_seconds` while the
+link is up and backs off exponentially (with jitter) while it is down;
+`kentongan sync` runs one round now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from flows import Engine
+from sync.client import SyncClient, SyncError
+from sync.store import Store, utc_now
+from sync.thread import StoreThread
+
+from .resources import Rules
+from .sms import change_status
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 3600.0
+
+
+@dataclass
+class Summary:
+    """What one round did."""
+
+    pushed: int = 0
+    accepted: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    wire_bytes: int = 0
+    updates: int = 0
+    notices: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def apply_updates(store: Store, engine: Engine, rules: Rules, updates: list[dict], cursor: int) -> int:
+    """Apply pulled status changes and move the cursor, in one transaction; return notices queued."""
+    notices = 0
+    with store.transaction():
+        for update in updates:
+            try:
+                queued = change_status(store, engine, rules, str(update["ref"]), str(update["status"]),
+                                       str(update.get("note") or ""))
+            except (KeyError, ValueError) as error:
+                log.warning("update %s skipped: %s", update.get("seq"), error)
+                continue
+            notices += queued is not None
+        store.set_meta(sync_cursor=cursor)
+    return notices
+
+
+class Syncer:
+    def __init__(self, store: StoreThread, engine: Engine, rules: Rules, *, url: str, gateway_id: str,
+                 secret: str, batch_size: int, timeout: float, on_notices: Callable[[], None] = lambda: None):
+        self.store = store
+        self.engine = engine
+        self.rules = rules
+        self.url = url
+        self.gateway_id = gateway_id
+        self.secret = secret
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.on_notices = on_notices
+
+    async def round(self, progress: Callable[[int, int], None] = lambda items, size: None) -> Summary:
+        """Push everything pending, then pull every update; raise `SyncError` when the link fails."""
+        summary = Summary()
+        began = time.monotonic()
+        async with aiohttp.ClientSession() as http:
+            client = SyncClient(self.url, self.gateway_id, self.secret, http, self.timeout)
+            try:
+                after = ""
+                while True:
+                    items = await self.store.call(lambda s: s.pending_submissions(self.batch_size, after))
+                    if not items:
+                        break
+                    pushed = await client.push(items)
+                    tally = await self.store.call(lambda s: s.mark_synced(pushed.results))
+                    summary.pushed += len(items)
+                    summary.wire_bytes += pushed.wire_bytes
+                    summary.accepted += tally["accepted"]
+                    summary.duplicate += tally["duplicate"]
+                    summary.rejected += tally["rejected"]
+                    after = items[-1]["id"]
+                    progress(len(items), pushed.wire_bytes)
+                since = int(await self.store.call(lambda s: s.meta("sync_cursor", "0")))
+                while True:
+                    updates, cursor = await client.pull(since)
+                    if not updates:
+                        break
+                    summary.notices += await self.store.call(apply_updates, self.engine, self.rules, updates, cursor)
+                    summary.updates += len(updates)
+                    since = cursor
+            except SyncError as error:
+                summary.errors.append(str(error))
+                await self.store.call(lambda s: s.set_meta(sync_last_error=str(error),
+                                                           sync_last_error_at=utc_now().isoformat(timespec="seconds")))
+                raise
+            finally:
+                summary.seconds = time.monotonic() - began
+                if summary.notices:
+                    self.on_notices()
+        await self.store.call(lambda s: s.set_meta(sync_last_success=utc_now().isoformat(timespec="seconds")))
+        if summary.pushed or summary.updates:
+            log.info("sync: %d pushed (%d new, %d duplicate, %d rejected, %d bytes), %d updates",
+                     summary.pushed, summary.accepted, summary.duplicate, summary.rejected,
+                     summary.wire_bytes, summary.updates)
+        return summary
+
+    async def run(self, interval: float) -> None:
+        """Rounds forever: every `interval` while the link is up, backing off while it is down."""
+        failures = 0
+        while True:
+            try:
+                await self.round()
+                failures = 0
+                delay = interval
+            except SyncError as error:
+                failures += 1
+                ceiling = min(MAX_BACKOFF_SECONDS, interval * 2 ** failures)
+                delay = random.uniform(ceiling / 2, ceiling)
+                log.warning("sync failed (%s); next try in %.0f s", error, delay)
+            except Exception:
+                log.exception("sync round crashed")
+                delay = interval
+            await asyncio.sleep(delay)
+
+
+async def syncer_context(app: web.Application) -> AsyncIterator[None]:
+    from .resources import config_key, engine_key, rules_key, sender_key, store_key, syncer_key
+
+    config = app[config_key]
+    if not config["sync.secret"]:
+        log.info("sync is off (no sync.secret)")
+        yield
+        return
+    syncer = Syncer(app[store_key], app[engine_key], app[rules_key], url=config["central.url"],
+                    gateway_id=config["gateway.id"], secret=config["sync.secret"],
+                    batch_size=config["sync.batch_size"], timeout=config["sync.timeout_seconds"],
+                    on_notices=lambda: app[sender_key].wake())
+    app[syncer_key] = syncer
+    task = asyncio.create_task(syncer.run(config["sync.interval_seconds"]))
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

@@ -1,0 +1,238 @@
+"""The central backend's store: what every gateway delivered, and what staff did with it.
+
+Tables:
+
+    gateways      each gateway's id and sync secret
+    submissions   one row per submission id (the gateway's ULID), whatever path it came by
+    updates       status changes in order; `seq` is the cursor a gateway pulls from
+    nonces        request nonces seen in the last minutes (replays are refused)
+
+Ingestion is idempotent on the submission id: a batch sent twice, or a
+submission that arrives online and again in a batch file, is stored once.
+SQLite by default; the methods are the interface a PostgreSQL store will
+implement.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import sqlite_utils
+
+from .seal import Sealer
+from .store import STATUSES, utc_now
+
+DATABASE_NAME = "central.db"
+KEY_FILE_NAME = "central.key"
+NONCE_MINUTES = 15
+_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_REF = re.compile(r"^[0-9A-Z]{6,8}$")
+ITEM_FIELDS = ("id", "ref", "service", "channel", "answers", "phone", "language", "created_at")
+
+
+def _stamp(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["gateways"].create({"id": str, "secret": str, "created_at": str}, pk="id")
+    db["submissions"].create({
+        "id": str, "gateway_id": str, "ref": str, "service": str, "channel": str, "answers": str,
+        "phone": str, "language": str, "village": str, "status": str, "note": str,
+        "created_at": str, "received_at": str, "updated_at": str,
+    }, pk="id", not_null={"gateway_id", "ref", "service", "answers", "phone", "status", "created_at",
+                          "received_at", "updated_at"})
+    db["submissions"].create_index(["ref"], unique=True)
+    db["submissions"].create_index(["status", "service"])
+    db.execute("""CREATE TABLE updates (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, submission_id TEXT NOT NULL, gateway_id TEXT NOT NULL,
+        ref TEXT NOT NULL, status TEXT NOT NULL, note TEXT, at TEXT NOT NULL)""")
+    db["updates"].create_index(["gateway_id", "seq"])
+    db["nonces"].create({"nonce": str, "gateway_id": str, "at": str}, pk="nonce")
+    db["nonces"].create_index(["at"])
+
+
+MIGRATIONS = [_v1]
+
+
+class CentralStore:
+    def __init__(self, path: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sealer = sealer
+        self.clock = clock
+        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous=FULL")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for number, step in enumerate(MIGRATIONS[version:], version + 1):
+            with self.transaction():
+                step(self.db)
+                self.db.execute(f"PRAGMA user_version={number}")
+
+    @classmethod
+    def open(cls, data_dir: str | Path, clock: Callable[[], dt.datetime] = utc_now) -> "CentralStore":
+        data_dir = Path(data_dir)
+        return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator["CentralStore"]:
+        conn = self.db.conn
+        if conn.in_transaction:
+            yield self
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+    # -- gateways and replay protection -----------------------------------------
+
+    def register_gateway(self, gateway_id: str, secret: str) -> None:
+        with self.transaction():
+            self.db["gateways"].upsert({"id": gateway_id, "secret": secret,
+                                        "created_at": _stamp(self.clock())}, pk="id")
+
+    def secret(self, gateway_id: str) -> str | None:
+        row = self.db.execute("SELECT secret FROM gateways WHERE id = ?", [gateway_id]).fetchone()
+        return row[0] if row else None
+
+    def use_nonce(self, gateway_id: str, nonce: str) -> bool:
+        """Record a request nonce; False when it was used before (a replay)."""
+        now = self.clock()
+        with self.transaction():
+            self.db.execute("DELETE FROM nonces WHERE at < ?", [_stamp(now - dt.timedelta(minutes=NONCE_MINUTES))])
+            try:
+                self.db.execute("INSERT INTO nonces (nonce, gateway_id, at) VALUES (?, ?, ?)",
+                                [nonce, gateway_id, _stamp(now)])
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+    # -- ingestion -------------------------------------------------------------
+
+    def ingest(self, gateway_id: str, items: list) -> list[dict]:
+        """Store a batch; answer each item `accepted`, `duplicate` or `rejected` with a reason."""
+        results = []
+        now = _stamp(self.clock())
+        with self.transaction():
+            for item in items:
+                item_id = item.get("id") if isinstance(item, dict) else None
+                problem = _check_item(item)
+                if problem:
+                    results.append({"id": item_id, "result": "rejected", "reason": problem})
+                    continue
+                known = self.db.execute("SELECT gateway_id FROM submissions WHERE id = ?", [item_id]).fetchone()
+                if known:
+                    if known[0] != gateway_id:
+                        results.append({"id": item_id, "result": "rejected",
+                                        "reason": "this id belongs to another gateway"})
+                    else:
+                        results.append({"id": item_id, "result": "duplicate"})
+                    continue
+                if self.db.execute("SELECT 1 FROM submissions WHERE ref = ?", [item["ref"]]).fetchone():
+                    results.append({"id": item_id, "result": "rejected", "reason": "reference already in use"})
+                    continue
+                answers = item["answers"]
+                self.db["submissions"].insert({
+                    "id": item_id, "gateway_id": gateway_id, "ref": item["ref"], "service": item["service"],
+                    "channel": item["channel"], "answers": self.sealer.seal(json.dumps(answers, ensure_ascii=False)),
+                    "phone": self.sealer.seal(item["phone"]), "language": item["language"],
+                    "village": str(answers.get("village") or answers.get("location") or ""),
+                    "status": "received", "note": None, "created_at": item["created_at"],
+                    "received_at": now, "updated_at": now,
+                })
+                results.append({"id": item_id, "result": "accepted"})
+        return results
+
+    # -- status changes -----------------------------------------------------------
+
+    def set_status(self, ref: str, status: str, note: str = "") -> dict | None:
+        """Change a submission's status (staff); the change joins its gateway's update feed."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        now = _stamp(self.clock())
+        with self.transaction():
+            row = self.db.execute("SELECT id, gateway_id FROM submissions WHERE ref = ?", [ref]).fetchone()
+            if row is None:
+                return None
+            self.db.execute("UPDATE submissions SET status = ?, note = ?, updated_at = ? WHERE id = ?",
+                            [status, note or None, now, row[0]])
+            self.db.execute("INSERT INTO updates (submission_id, gateway_id, ref, status, note, at) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", [row[0], row[1], ref, status, note or None, now])
+        return self.submission(ref)
+
+    def updates(self, gateway_id: str, since: int, limit: int = 500) -> list[dict]:
+        """Status changes of `gateway_id`'s submissions after cursor `since`, oldest first."""
+        rows = self.db.execute(
+            "SELECT seq, submission_id, ref, status, note, at FROM updates WHERE gateway_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?", [gateway_id, since, limit]).fetchall()
+        return [dict(zip(("seq", "id", "ref", "status", "note", "at"), row)) for row in rows]
+
+    # -- reading ------------------------------------------------------------------
+
+    def submission(self, ref: str) -> dict | None:
+        rows = list(self.db["submissions"].rows_where("ref = ?", [ref]))
+        return self._open(rows[0]) if rows else None
+
+    def submissions(self, *, status: str | None = None, service: str | None = None,
+                    village: str | None = None, since: str | None = None, limit: int = 1000) -> list[dict]:
+        where, args = [], []
+        for column, value in (("status", status), ("service", service)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if village:
+            where.append("lower(village) = lower(?)")
+            args.append(village)
+        if since:
+            where.append("updated_at >= ?")
+            args.append(since)
+        rows = self.db["submissions"].rows_where(" AND ".join(where) or None, args,
+                                                  order_by="created_at DESC", limit=limit)
+        return [self._open(row) for row in rows]
+
+    def _open(self, row: dict) -> dict:
+        row = dict(row)
+        row["answers"] = json.loads(self.sealer.open(row["answers"]))
+        row["phone"] = self.sealer.open(row["phone"])
+        return row
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM submissions").fetchone()[0]
+
+
+def _check_item(item) -> str | None:
+    """Why an item cannot be stored, or None."""
+    if not isinstance(item, dict):
+        return "an item must be an object"
+    missing = [name for name in ITEM_FIELDS if name not in item]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not isinstance(item["id"], str) or not _ULID.match(item["id"]):
+        return "id must be a ULID"
+    if not isinstance(item["ref"], str) or not _REF.match(item["ref"]):
+        return "ref must be 6-8 letters and digits"
+    if not isinstance(item["answers"], dict):
+        return "answers must be an object"
+    for name in ("service", "channel", "phone", "language", "created_at"):
+        if not isinstance(item[name], str) or not item[name]:
+            return f"{name} must be a non-empty string"
+    try:
+        dt.datetime.fromisoformat(item["created_at"])
+    except ValueError:
+        return "created_at must be an ISO 8601 time"
+    return None
