@@ -59,7 +59,8 @@ def serve(config_path) -> None:
     except FlowError as error:
         _fail(f"menu or catalog error: {error}")
     if config["central.embedded"]:
-        apps.append(("central backend", _central_app(config), config["central.host"], config["central.port"]))
+        # First, so that the gateway's first sync round finds it up.
+        apps.insert(0, ("central backend", _central_app(config), config["central.host"], config["central.port"]))
     _run(apps, config)
 
 

@@ -95,3 +95,50 @@ def test_cli_simulate_without_a_gateway(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("kentongan: cannot reach the gateway at http://127.0.0.1:")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_serve_with_embedded_central_then_sync_and_status(tmp_path):
+    port, central_port = free_port(), free_port()
+    env = {**os.environ, "KENTONGAN_GATEWAY_PORT": str(port), "KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var"),
+           "KENTONGAN_CENTRAL_EMBEDDED": "true", "KENTONGAN_CENTRAL_PORT": str(central_port),
+           "KENTONGAN_CENTRAL_URL": f"http://127.0.0.1:{central_port}", "KENTONGAN_SYNC_SECRET": "s",
+           "KENTONGAN_SYNC_INTERVAL_SECONDS": "3600", "KENTONGAN_CENTRAL_STAFF_TOKEN": "t"}
+    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/ussd/africastalking"
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+                break
+            except OSError:
+                time.sleep(0.1)
+        form = "sessionId=a&serviceCode=*384*1%23&phoneNumber=%2B6281234567890&text="
+        for text in ("", "1", "1*1", "1*1*Dusun Kidul", "1*1*Dusun Kidul*Jalan rusak", "1*1*Dusun Kidul*Jalan rusak*1"):
+            body = urllib.request.urlopen(urllib.request.Request(url, data=form.replace("text=", f"text={text}").encode()),
+                                          timeout=5).read().decode()
+        assert body.startswith("END Terima kasih")
+        result = subprocess.run([sys.executable, "-m", "gateway", "sync"], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "pushed 1 (1 new, 0 already there, 0 rejected)" in result.stdout
+        status = json.loads(subprocess.run([sys.executable, "-m", "gateway", "status", "--json"], env=env,
+                                           cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout)
+        assert status["sync"]["pending"] == 0 and status["sync"]["sent"] == 1
+        assert status["sync"]["last_success"] and status["sync"]["last_error"] is None
+        staff = urllib.request.Request(f"http://127.0.0.1:{central_port}/api/v1/submissions",
+                                       headers={"Authorization": "Bearer t"})
+        assert len(json.loads(urllib.request.urlopen(staff, timeout=5).read())["submissions"]) == 1
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+
+def test_cli_sync_with_central_down_says_so(tmp_path):
+    result = kentongan("sync", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var"), "KENTONGAN_SYNC_SECRET": "s",
+                                    "KENTONGAN_CENTRAL_URL": f"http://127.0.0.1:{free_port()}"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("kentongan: sync failed: central backend unreachable")
+    status = json.loads(kentongan("status", "--json", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")},
+                                  cwd=tmp_path).stdout)
+    assert status["sync"]["last_error"].startswith("central backend unreachable")

@@ -253,3 +253,56 @@ async def test_sync_staff_api_filters_and_refuses(tmp_path):
     finally:
         await gw.stop()
         await central.stop()
+
+
+async def test_sync_gateway_killed_mid_round_delivers_everything_once(tmp_path):
+    import os
+    import signal
+    import sys
+
+    from sync.store import Store
+
+    @web.middleware
+    async def slow_batches(request, handler):
+        response = await handler(request)
+        if request.path == BATCH_PATH:
+            await asyncio.sleep(0.2)
+        return response
+
+    central = await Central(tmp_path / "central", fault=slow_batches).start()
+    store = Store.open(tmp_path / "gw")
+    refs = [f"K{n:05d}".replace("0", "A").replace("1", "B") for n in range(60)]
+    for n, ref in enumerate(refs):
+        store.add_submission({"service": "report", "ref": ref, "language": "id", "unique": {},
+                              "answers": {"category": "road", "location": f"Dusun {n}", "description": "Rusak"}},
+                             phone=f"+62812345{n:05d}", channel="ussd")
+    store.close()
+    env = {**os.environ, "KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "gw"), "KENTONGAN_GATEWAY_ID": "desa-1",
+           "KENTONGAN_SYNC_SECRET": SECRET, "KENTONGAN_CENTRAL_URL": central.url, "KENTONGAN_SYNC_BATCH_SIZE": "5"}
+
+    async def kentongan_sync():
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "sync", env=env, cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+    try:
+        first = await kentongan_sync()
+
+        async def partly_there():
+            return 10 <= await central_count(central) < 60
+
+        await eventually(partly_there, timeout=30)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        assert await central_count(central) < 60
+        second = await kentongan_sync()
+        out, err = await asyncio.wait_for(second.communicate(), 60)
+        assert second.returncode == 0, err
+        assert re.search(r"pushed \d+ \(\d+ new, \d+ already there, 0 rejected\)", out.decode())
+        listed = (await central.staff("GET", "/api/v1/submissions"))[1]["submissions"]
+        assert sorted(r["ref"] for r in listed) == sorted(refs)
+        store = Store.open(tmp_path / "gw")
+        assert store.counts()["sync"]["pending"] == 0 and store.counts()["sync"]["sent"] == 60
+        store.close()
+    finally:
+        await central.stop()
