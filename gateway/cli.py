@@ -10,7 +10,7 @@ import aiohttp
 import click
 from aiohttp import web
 
-from flows import FlowError
+from flows import Engine, FlowError
 from sync.errors import StoreError
 from sync.outbox import STATES as OUTBOX_STATES
 from sync.store import Store
@@ -219,7 +219,6 @@ def sync_now(config_path) -> None:
     """Run one sync round now: push pending submissions, pull status updates."""
     import asyncio
 
-    from flows import Engine
     from sync.client import SyncError
     from sync.thread import StoreThread
 
@@ -261,3 +260,143 @@ def sync_now(config_path) -> None:
     click.echo(f"pushed {summary.pushed} ({summary.accepted} new, {summary.duplicate} already there, "
                f"{summary.rejected} rejected), {summary.wire_bytes} bytes, {rate:.0f} items/s; "
                f"pulled {summary.updates} status updates, {summary.notices} SMS notices queued")
+
+
+def _sync_secret(config) -> str:
+    if not config["sync.secret"]:
+        _fail("sync.secret is not set: batch files are signed with it")
+    return config["sync.secret"]
+
+
+@main.command("export")
+@config_option
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+def export_file(config_path, file: str) -> None:
+    """Write every unsynced submission into one signed, compressed batch FILE for the central backend."""
+    from sync import batchfile
+
+    config = _config(config_path)
+    secret = _sync_secret(config)
+    store = Store.open(config.data_dir)
+    try:
+        items, after = [], ""
+        while batch := store.pending_submissions(1000, after):
+            items += batch
+            after = batch[-1]["id"]
+    finally:
+        store.close()
+    try:
+        size = batchfile.write(file, "submissions", config["gateway.id"], secret, {"items": items})
+    except OSError as error:
+        _fail(f"cannot write {file}: {error.strerror}")
+    click.echo(f"exported {len(items)} submissions to {file} ({size} bytes); they stay pending until "
+               f"the central backend's answer is imported")
+
+
+@main.command("import")
+@config_option
+@click.argument("file", type=click.Path(dir_okay=False))
+def import_file(config_path, file: str) -> None:
+    """Apply a batch FILE from the central backend: acknowledgements and status updates (with their SMS notices)."""
+    from sync import batchfile
+
+    from .resources import Rules
+    from .syncer import apply_updates
+
+    config = _config(config_path)
+    secret = _sync_secret(config)
+    try:
+        payload = batchfile.read(file, "updates", config["gateway.id"], secret)
+    except batchfile.BatchFileError as error:
+        _fail(str(error))
+    acks, updates = payload.get("acks", []), payload.get("updates", [])
+    if not isinstance(acks, list) or not isinstance(updates, list):
+        _fail(f"{file} has a malformed payload")
+    try:
+        engine = Engine.load(config.menus_dir, config.locale_dir, list(config["language.available"]),
+                             config["language.default"])
+    except FlowError as error:
+        _fail(f"menu or catalog error: {error}")
+    store = Store.open(config.data_dir)
+    try:
+        with store.transaction():
+            tally = store.mark_synced([{"id": i, "result": "accepted"} for i in acks if isinstance(i, str)])
+            cursor = int(store.meta("sync_cursor", "0"))
+            fresh = [u for u in updates if isinstance(u, dict) and isinstance(u.get("seq"), int) and u["seq"] > cursor]
+            notices = apply_updates(store, engine, Rules.from_config(config), fresh,
+                                    max([cursor] + [u["seq"] for u in fresh])) if fresh else 0
+    finally:
+        store.close()
+    click.echo(f"{tally['accepted']} submissions acknowledged, {len(fresh)} status updates applied, "
+               f"{notices} SMS notices queued")
+
+
+@central.command("import")
+@config_option
+@click.argument("file", type=click.Path(dir_okay=False))
+def central_import(config_path, file: str) -> None:
+    """Ingest a gateway's batch FILE through the same idempotent path as online sync."""
+    from sync import batchfile
+    from sync.central_store import CentralStore
+
+    config = _config(config_path)
+    store = _central_store(config)
+    try:
+        try:
+            gateway_id = str(batchfile.peek(file).get("gateway"))
+            secret = store.secret(gateway_id)
+            if secret is None:
+                _fail(f"{file} comes from gateway {gateway_id!r}, which this central backend does not know")
+            payload = batchfile.read(file, "submissions", gateway_id, secret)
+        except batchfile.BatchFileError as error:
+            _fail(str(error))
+        items = payload.get("items")
+        if not isinstance(items, list):
+            _fail(f"{file} has a malformed payload")
+        results = store.ingest(gateway_id, items)
+    finally:
+        store.close()
+    count = {kind: sum(r["result"] == kind for r in results) for kind in ("accepted", "duplicate", "rejected")}
+    click.echo(f"{len(results)} submissions from {gateway_id}: {count['accepted']} new, "
+               f"{count['duplicate']} already there, {count['rejected']} rejected")
+    for result in results:
+        if result["result"] == "rejected":
+            click.echo(f"  rejected {result['id']}: {result['reason']}")
+
+
+@central.command("export-updates")
+@config_option
+@click.option("--gateway", "gateway_id", required=True, help="The gateway the file is for.")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+def central_export_updates(config_path, gateway_id: str, file: str) -> None:
+    """Write acknowledgements and status updates for one gateway into a signed batch FILE."""
+    from sync import batchfile
+
+    config = _config(config_path)
+    store = _central_store(config)
+    try:
+        secret = store.secret(gateway_id)
+        if secret is None:
+            _fail(f"unknown gateway {gateway_id!r}")
+        acks = store.acks(gateway_id)
+        updates = store.updates(gateway_id, 0, limit=10**9)
+    finally:
+        store.close()
+    try:
+        size = batchfile.write(file, "updates", gateway_id, secret, {"acks": acks, "updates": updates})
+    except OSError as error:
+        _fail(f"cannot write {file}: {error.strerror}")
+    click.echo(f"wrote {len(acks)} acknowledgements and {len(updates)} status updates for {gateway_id} "
+               f"to {file} ({size} bytes)")
+
+
+def _central_store(config):
+    from sync.central_store import CentralStore
+
+    try:
+        store = CentralStore.open(config.data_dir)
+    except (OSError, StoreError) as error:
+        _fail(f"cannot open the central store in {config.data_dir}: {error}")
+    if config["sync.secret"]:
+        store.register_gateway(config["gateway.id"], config["sync.secret"])
+    return store

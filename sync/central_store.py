@@ -182,6 +182,11 @@ class CentralStore:
             "ORDER BY seq LIMIT ?", [gateway_id, since, limit]).fetchall()
         return [dict(zip(("seq", "id", "ref", "status", "note", "at"), row)) for row in rows]
 
+    def acks(self, gateway_id: str) -> list[str]:
+        """Ids of every submission this gateway delivered: what it may mark synced."""
+        rows = self.db.execute("SELECT id FROM submissions WHERE gateway_id = ? ORDER BY id", [gateway_id])
+        return [row[0] for row in rows.fetchall()]
+
     # -- reading ------------------------------------------------------------------
 
     def submission(self, ref: str) -> dict | None:

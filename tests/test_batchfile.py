@@ -1,0 +1,164 @@
+"""Batch files carried by a kiosk operator: export, import at the centre, answers back."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sync import batchfile
+from sync.central_store import CentralStore
+from sync.store import Store
+
+SECRET = "batch-secret"
+
+
+def kentongan(home, *args, gateway_id="desa-1", secret=SECRET):
+    env = {**os.environ, "KENTONGAN_GATEWAY_DATA_DIR": str(home), "KENTONGAN_GATEWAY_ID": gateway_id,
+           "KENTONGAN_SYNC_SECRET": secret}
+    return subprocess.run([sys.executable, "-m", "gateway", *args], env=env, cwd=home.parent,
+                          capture_output=True, text=True, timeout=60)
+
+
+def submit(home, count, start=0):
+    store = Store.open(home)
+    refs = []
+    for n in range(start, start + count):
+        ref = "KB" + "".join("23456789ABCDEFGH"[int(d)] for d in f"{n:05d}")[:5]
+        store.add_submission({"service": "report", "ref": ref, "language": "id", "unique": {},
+                              "answers": {"category": "road", "location": "Sukamaju", "description": "Rusak"}},
+                             phone=f"+62812345{n:05d}", channel="ussd")
+        refs.append(ref)
+    store.close()
+    return refs
+
+
+def central_refs(home):
+    store = CentralStore.open(home)
+    refs = sorted(r["ref"] for r in store.submissions())
+    store.close()
+    return refs
+
+
+def pending(home):
+    store = Store.open(home)
+    count = store.counts()["sync"]["pending"]
+    store.close()
+    return count
+
+
+@pytest.fixture
+def homes(tmp_path):
+    gateway, central = tmp_path / "gateway", tmp_path / "central"
+    gateway.mkdir()
+    central.mkdir()
+    return gateway, central
+
+
+def test_batchfile_round_trip_and_double_import(homes, tmp_path):
+    gateway, central = homes
+    refs = submit(gateway, 3)
+    out = kentongan(gateway, "export", str(tmp_path / "out.kbf"))
+    assert out.returncode == 0 and out.stdout.startswith("exported 3 submissions")
+    first = kentongan(central, "central", "import", str(tmp_path / "out.kbf"))
+    assert first.stdout.strip() == "3 submissions from desa-1: 3 new, 0 already there, 0 rejected"
+    again = kentongan(central, "central", "import", str(tmp_path / "out.kbf"))
+    assert again.stdout.strip() == "3 submissions from desa-1: 0 new, 3 already there, 0 rejected"
+    assert central_refs(central) == sorted(refs)
+
+    store = CentralStore.open(central)
+    store.set_status(refs[0], "resolved", "Sudah diperbaiki")
+    store.close()
+    back = kentongan(central, "central", "export-updates", "--gateway", "desa-1", str(tmp_path / "back.kbf"))
+    assert back.returncode == 0 and "3 acknowledgements and 1 status updates" in back.stdout
+    applied = kentongan(gateway, "import", str(tmp_path / "back.kbf"))
+    assert applied.stdout.strip() == "3 submissions acknowledged, 1 status updates applied, 1 SMS notices queued"
+    assert pending(gateway) == 0
+    twice = kentongan(gateway, "import", str(tmp_path / "back.kbf"))
+    assert twice.stdout.strip() == "0 submissions acknowledged, 0 status updates applied, 0 SMS notices queued"
+    store = Store.open(gateway)
+    assert store.submission(refs[0])["status"] == "resolved"
+    notices = [m for m in store.outbox.messages() if m["kind"] == "notice"]
+    store.close()
+    assert [m["body"] for m in notices] == [f"Kentongan: {refs[0]} Laporan masalah kini Selesai. Sudah diperbaiki"]
+
+
+def test_batchfile_items_also_arriving_online_are_not_doubled(homes, tmp_path):
+    gateway, central = homes
+    submit(gateway, 2)
+    kentongan(gateway, "export", str(tmp_path / "a.kbf"))
+    submit(gateway, 1, start=10)
+    kentongan(gateway, "export", str(tmp_path / "b.kbf"))  # holds the first two again, and the new one
+    kentongan(central, "central", "import", str(tmp_path / "a.kbf"))
+    second = kentongan(central, "central", "import", str(tmp_path / "b.kbf"))
+    assert second.stdout.strip() == "3 submissions from desa-1: 1 new, 2 already there, 0 rejected"
+    assert len(central_refs(central)) == 3
+
+
+def broken(path, how):
+    raw = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif how == "tampered":
+        envelope = json.loads(gzip.decompress(raw))
+        envelope["payload"]["items"][0]["answers"]["location"] = "Desa Lain"
+        path.write_bytes(gzip.compress(json.dumps(envelope).encode()))
+    elif how == "not a batch":
+        path.write_bytes(gzip.compress(b'{"hello": "world"}'))
+    elif how == "garbage":
+        path.write_bytes(b"PK\x03\x04 this is a zip file")
+
+
+@pytest.mark.parametrize("how, message", [
+    ("truncated", "is truncated or not a Kentongan batch file"),
+    ("tampered", "was changed after it was signed, or signed with another secret"),
+    ("not a batch", "is not a Kentongan batch file"),
+    ("garbage", "is truncated or not a Kentongan batch file"),
+])
+def test_batchfile_damaged_file_is_refused_and_changes_nothing(homes, tmp_path, how, message):
+    gateway, central = homes
+    submit(gateway, 2)
+    path = tmp_path / "out.kbf"
+    kentongan(gateway, "export", str(path))
+    broken(path, how)
+    result = kentongan(central, "central", "import", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"kentongan: {path} {message}"]
+    assert central_refs(central) == []
+
+
+def test_batchfile_from_another_gateway_is_refused(homes, tmp_path):
+    gateway, central = homes
+    submit(gateway, 1)
+    path = tmp_path / "out.kbf"
+    kentongan(gateway, "export", str(path), gateway_id="desa-2", secret="other")
+    result = kentongan(central, "central", "import", str(path))
+    assert result.returncode == 2
+    assert "comes from gateway 'desa-2', which this central backend does not know" in result.stderr
+    forged = kentongan(gateway, "export", str(path), gateway_id="desa-1", secret="guessed")
+    assert forged.returncode == 0
+    result = kentongan(central, "central", "import", str(path))
+    assert result.returncode == 2 and "signed with another secret" in result.stderr
+    assert central_refs(central) == []
+
+
+def test_batchfile_answer_for_another_gateway_is_refused(homes, tmp_path):
+    gateway, central = homes
+    path = tmp_path / "back.kbf"
+    batchfile.write(path, "updates", "desa-9", SECRET, {"acks": [], "updates": []})
+    result = kentongan(gateway, "import", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"kentongan: {path} belongs to gateway 'desa-9', not 'desa-1'"
+    submissions_file = tmp_path / "subs.kbf"
+    batchfile.write(submissions_file, "submissions", "desa-1", SECRET, {"items": []})
+    result = kentongan(gateway, "import", str(submissions_file))
+    assert result.returncode == 2 and "holds submissions, not updates" in result.stderr
+
+
+def test_batchfile_write_is_atomic(tmp_path):
+    path = tmp_path / "x.kbf"
+    batchfile.write(path, "updates", "desa-1", SECRET, {"acks": ["a"], "updates": []})
+    assert batchfile.read(path, "updates", "desa-1", SECRET) == {"acks": ["a"], "updates": []}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.kbf"]
