@@ -81,8 +81,19 @@ def central_serve(config_path) -> None:
 def _central_app(config):
     from sync.central import create_central_app
 
+    from .catalogue import open311_services
+
     gateways = {config["gateway.id"]: config["sync.secret"]} if config["sync.secret"] else {}
-    return create_central_app(config.data_dir, gateways, config["central.staff_token"])
+    try:
+        engine = Engine.load(config.menus_dir, config.locale_dir, list(config["language.available"]),
+                             config["language.default"])
+        services = open311_services(engine, config["central.open311_services"],
+                                    "en" if "en" in engine.languages else engine.default_language)
+    except FlowError as error:
+        _fail(f"menu or catalog error: {error}")
+    return create_central_app(config.data_dir, gateways, config["central.staff_token"], services=services,
+                              open311_api_key=config["central.open311_api_key"],
+                              ref_prefix=config["central.ref_prefix"], agency=config["central.agency"])
 
 
 def _run(apps, config) -> None:

@@ -51,14 +51,17 @@ def _integer(low: int, high: int) -> Callable[[Any], int]:
     return parse
 
 
-def _languages(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, tuple):
-        value = list(value)
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("expected a list of language codes, like [id, en, sw]")
-    return tuple(value)
+def _names(example: str, empty_ok: bool = False) -> Callable[[Any], tuple[str, ...]]:
+    def parse(value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list) or not (value or empty_ok) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"expected a list of names, like {example}")
+        return tuple(value)
+
+    return parse
 
 
 def _prefix(value: Any) -> str:
@@ -140,7 +143,7 @@ SETTINGS: tuple[Setting, ...] = (
             "USSD sessions untouched for this long are deleted."),
     Setting("ussd.menus_dir", "", _string, "Folder of menu files; empty for the menus shipped with Kentongan."),
     Setting("language.default", "id", _string, "Language of callers who never chose one."),
-    Setting("language.available", ("id", "en", "sw"), _languages,
+    Setting("language.available", ("id", "en", "sw"), _names("[id, en, sw]"),
             "Languages callers can choose, in menu order; each needs a catalog in locale/."),
     Setting("language.locale_dir", "", _string, "Folder of catalogs; empty for the catalogs shipped with Kentongan."),
     Setting("sms.provider", "console", _one_of("console", "africastalking"),
@@ -173,6 +176,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("central.port", 8081, _integer(1, 65535), "Port the central backend listens on."),
     Setting("central.url", "http://127.0.0.1:8081", _url, "Where the gateway finds the central backend."),
     Setting("central.staff_token", "", _string, "Bearer token of the staff API.", secret=True),
+    Setting("central.ref_prefix", "Z", _prefix,
+            "Reference prefix of requests made at the centre (Open311); no gateway may use it."),
+    Setting("central.open311_api_key", "", _string,
+            "The api_key Open311 clients send to create requests; empty refuses every POST.", secret=True),
+    Setting("central.open311_services", ("report",), _names("[report]", empty_ok=True),
+            "Flows exposed as Open311 services; only ones without personal data (not voter, permit)."),
+    Setting("central.agency", "", _string, "Open311 agency_responsible of every request."),
 )
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 

@@ -5,7 +5,8 @@
     /api/v1/submissions           GET    staff: list (status, service, village, since)
     /api/v1/submissions/{ref}     PATCH  staff: set status (received, in_progress, resolved, rejected) and note
 
-Staff calls carry `Authorization: Bearer <central.staff_token>`.
+Staff calls carry `Authorization: Bearer <central.staff_token>`. Open311
+GeoReport v2 lives under `/open311/v2/` (see `open311.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from .central_store import CentralStore
 from .client import BATCH_PATH, UPDATES_PATH, decode_batch
+from .open311 import setup_open311
 from .signing import GATEWAY, SignatureError, check_request, sign_answer
 from .store import STATUSES
 from .thread import StoreThread
@@ -32,9 +34,15 @@ MAX_BATCH_BYTES = 16 * 1024 * 1024
 UPDATES_LIMIT = 500
 
 
-def create_central_app(data_dir: str | Path, gateways: dict[str, str], staff_token: str) -> web.Application:
-    """The central backend over its store in `data_dir`, knowing `gateways` (id -> sync secret)."""
+def create_central_app(data_dir: str | Path, gateways: dict[str, str], staff_token: str, *,
+                       services: list[dict] = (), open311_api_key: str = "", ref_prefix: str = "Z",
+                       agency: str = "") -> web.Application:
+    """The central backend over its store in `data_dir`, knowing `gateways` (id -> sync secret).
+
+    `services` are the Open311 service descriptions (see `open311.py`).
+    """
     app = web.Application(client_max_size=MAX_BATCH_BYTES)
+    setup_open311(app, central_store_key, list(services), open311_api_key, ref_prefix, agency)
     app[settings_key] = {"data_dir": Path(data_dir), "gateways": dict(gateways), "staff_token": staff_token}
     app.cleanup_ctx.append(_store_context)
     app.router.add_post(BATCH_PATH, receive_batch)

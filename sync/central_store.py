@@ -158,6 +158,26 @@ class CentralStore:
                 results.append({"id": item_id, "result": "accepted"})
         return results
 
+    def add_direct(self, submission_id: str, new_ref: Callable[[], str], service: str, answers: dict,
+                   phone: str, channel: str, language: str = "en") -> dict:
+        """A submission made at the centre (an Open311 client), not by a gateway."""
+        now = _stamp(self.clock())
+        with self.transaction():
+            for _ in range(10):
+                ref = new_ref()
+                if not self.db.execute("SELECT 1 FROM submissions WHERE ref = ?", [ref]).fetchone():
+                    break
+            else:
+                raise RuntimeError("no free reference")
+            self.db["submissions"].insert({
+                "id": submission_id, "gateway_id": channel, "ref": ref, "service": service, "channel": channel,
+                "answers": self.sealer.seal(json.dumps(answers, ensure_ascii=False)),
+                "phone": self.sealer.seal(phone), "language": language,
+                "village": str(answers.get("village") or answers.get("location") or ""),
+                "status": "received", "note": None, "created_at": now, "received_at": now, "updated_at": now,
+            })
+        return self.submission(ref)
+
     # -- status changes -----------------------------------------------------------
 
     def set_status(self, ref: str, status: str, note: str = "") -> dict | None:

@@ -42,7 +42,7 @@ def test_config_environment_list(tmp_path):
     ("gateway:\n  ref_prefix: K0\n", {}, "gateway.ref_prefix: may only use"),
     ("gateway:\n  ref_prefix: KKKK\n", {}, "gateway.ref_prefix: must be 1 to 3 characters"),
     ("language:\n  default: fr\n", {}, "language.default: 'fr' is not in language.available"),
-    ("language:\n  available: []\n", {}, "language.available: expected a list"),
+    ("language:\n  available: []\n", {}, "language.available: expected a list of names, like [id, en, sw]"),
     ("gateway: [1, 2\n", {}, "not valid YAML"),
     ("- 1\n", {}, "expected sections"),
 ])
