@@ -1,5 +1,6 @@
 """Batch files carried by a kiosk operator: export, import at the centre, answers back."""
 
+import base64
 import gzip
 import json
 import os
@@ -103,7 +104,13 @@ def broken(path, how):
         path.write_bytes(raw[: len(raw) // 2])
     elif how == "tampered":
         envelope = json.loads(gzip.decompress(raw))
-        envelope["payload"]["items"][0]["answers"]["location"] = "Desa Lain"
+        sealed = bytearray(base64.b64decode(envelope["payload"]))
+        sealed[10] ^= 1
+        envelope["payload"] = base64.b64encode(bytes(sealed)).decode()
+        path.write_bytes(gzip.compress(json.dumps(envelope).encode()))
+    elif how == "relabelled":
+        envelope = json.loads(gzip.decompress(raw))
+        envelope["created_at"] = "2020-01-01T00:00:00+00:00"
         path.write_bytes(gzip.compress(json.dumps(envelope).encode()))
     elif how == "not a batch":
         path.write_bytes(gzip.compress(b'{"hello": "world"}'))
@@ -114,6 +121,7 @@ def broken(path, how):
 @pytest.mark.parametrize("how, message", [
     ("truncated", "is truncated or not a Kentongan batch file"),
     ("tampered", "was changed after it was signed, or signed with another secret"),
+    ("relabelled", "was changed after it was signed, or signed with another secret"),
     ("not a batch", "is not a Kentongan batch file"),
     ("garbage", "is truncated or not a Kentongan batch file"),
 ])
@@ -162,3 +170,16 @@ def test_batchfile_write_is_atomic(tmp_path):
     batchfile.write(path, "updates", "desa-1", SECRET, {"acks": ["a"], "updates": []})
     assert batchfile.read(path, "updates", "desa-1", SECRET) == {"acks": ["a"], "updates": []}
     assert [p.name for p in tmp_path.iterdir()] == ["x.kbf"]
+
+
+def test_batchfile_shows_no_personal_data(homes, tmp_path):
+    gateway, _ = homes
+    store = Store.open(gateway)
+    store.add_submission({"service": "voter", "ref": "KBVOTER", "language": "id", "unique": {},
+                          "answers": {"nik": "3201234567890123", "name": "Siti Aminah"}},
+                         phone="+6281234567890", channel="ussd")
+    store.close()
+    kentongan(gateway, "export", str(tmp_path / "out.kbf"))
+    opened = gzip.decompress((tmp_path / "out.kbf").read_bytes())
+    for secret in (b"3201234567890123", b"Siti Aminah", b"6281234567890", b"KBVOTER"):
+        assert secret not in opened
