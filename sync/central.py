@@ -11,6 +11,7 @@ GeoReport v2 lives under `/open311/v2/` (see `open311.py`).
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import json
 import logging
@@ -129,9 +130,16 @@ async def list_submissions(request: web.Request) -> web.Response:
     query = request.query
     if query.get("status") and query["status"] not in STATUSES:
         raise web.HTTPBadRequest(text=f"status must be one of {', '.join(STATUSES)}")
+    since = None
+    if query.get("since"):
+        try:
+            when = dt.datetime.fromisoformat(query["since"].replace("Z", "+00:00"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="since must be an ISO 8601 time, like 2026-11-01T00:00:00Z") from None
+        when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+        since = when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
     rows = await request.app[central_store_key].call(lambda s: s.submissions(
-        status=query.get("status"), service=query.get("service"), village=query.get("village"),
-        since=query.get("since")))
+        status=query.get("status"), service=query.get("service"), village=query.get("village"), since=since))
     return web.json_response({"submissions": [_public(r) for r in rows]})
 
 

@@ -154,7 +154,7 @@ async def test_sync_faults_never_mark_and_never_duplicate(tmp_path, kind):
 def make_sync_config(data_dir, central_url, **extra):
     from conftest import make_config
 
-    return make_config(data_dir, **sync_settings(central_url), **extra)
+    return make_config(data_dir, **{**sync_settings(central_url), **extra})
 
 
 async def signed_post(central, body, **sign):
@@ -305,4 +305,49 @@ async def test_sync_gateway_killed_mid_round_delivers_everything_once(tmp_path):
         assert store.counts()["sync"]["pending"] == 0 and store.counts()["sync"]["sent"] == 60
         store.close()
     finally:
+        await central.stop()
+
+
+async def test_sync_worker_backs_off_while_down_and_catches_up(tmp_path, caplog):
+    caplog.set_level("WARNING", logger="gateway.syncer")
+    port = free_port()
+    gw = await Gateway(make_sync_config(tmp_path / "gw", f"http://127.0.0.1:{port}",
+                                        sync__interval_seconds=0.05)).start()
+    try:
+        await report(gw, "s1")
+        await asyncio.sleep(1.5)
+        failures = caplog.text.count("sync failed")
+        assert 2 <= failures <= 6  # 0.05 s apart would have been about 30 tries
+        central = await Central(tmp_path / "central", port=port).start()
+        try:
+            async def delivered():
+                return (await sync_state(gw))["pending"] == 0
+
+            await eventually(delivered, timeout=15)
+            assert await central_count(central) == 1
+        finally:
+            await central.stop()
+    finally:
+        await gw.stop()
+
+
+async def test_sync_staff_list_since(tmp_path):
+    central = await Central(tmp_path / "central").start()
+    gw = await Gateway(make_sync_config(tmp_path / "gw", central.url)).start()
+    try:
+        first = await report(gw, "s1")
+        await gw.app[syncer_key].round()
+        status, body = await central.staff("GET", "/api/v1/submissions")
+        stamp = body["submissions"][0]["updated_at"]
+        await asyncio.sleep(0.01)
+        await central.staff("PATCH", f"/api/v1/submissions/{first}", json={"status": "in_progress"})
+        second = await report(gw, "s2", phone="+254711082300")
+        await gw.app[syncer_key].round()
+        later = (await central.staff("GET", f"/api/v1/submissions?since={stamp[:-6]}Z"))[1]["submissions"]
+        assert sorted(r["ref"] for r in later) == sorted([first, second])
+        status, body = await central.staff("GET", "/api/v1/submissions?since=2999-01-01T00:00:00Z")
+        assert body["submissions"] == []
+        assert (await central.staff("GET", "/api/v1/submissions?since=yesterday"))[0] == 400
+    finally:
+        await gw.stop()
         await central.stop()
