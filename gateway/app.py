@@ -10,12 +10,12 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from flows import Engine
 from flows.catalog import N_
 from flows.sms import Keywords
 
 from .config import Config
-from .resources import Rules, config_key, engine_key, keywords_key, rules_key, store_context, store_key
+from .resources import (Rules, config_key, engine_key, in_background, keywords_key, load_engine, rules_key,
+                        store_context, store_key)
 from .sender import sender_context
 from .sms import delivery_callback, inbound_callback
 from .syncer import syncer_context
@@ -34,8 +34,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware, callback_key_middleware],
                           client_max_size=MAX_BODY)
     app[config_key] = config
-    app[engine_key] = Engine.load(config.menus_dir, config.locale_dir,
-                                  list(config["language.available"]), config["language.default"])
+    app[engine_key] = load_engine(config)
     app[keywords_key] = Keywords(app[engine_key].catalog)
     app[rules_key] = Rules.from_config(config)
     app.cleanup_ctx.append(store_context)
@@ -101,10 +100,5 @@ async def housekeeping_context(app: web.Application) -> AsyncIterator[None]:
                 log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
-    task = asyncio.create_task(loop())
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    async with in_background(loop()):
+        yield

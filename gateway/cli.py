@@ -10,7 +10,7 @@ import aiohttp
 import click
 from aiohttp import web
 
-from flows import Engine, FlowError
+from flows import FlowError
 from sync.errors import StoreError
 from sync.outbox import STATES as OUTBOX_STATES
 from sync.store import Store
@@ -36,6 +36,22 @@ def _config(path):
         return load_config(path)
     except ConfigError as error:
         _fail(f"config error: {error}")
+
+
+def _engine(config):
+    from .resources import load_engine
+
+    try:
+        return load_engine(config)
+    except FlowError as error:
+        _fail(f"menu or catalog error: {error}")
+
+
+def _store(config) -> Store:
+    try:
+        return Store.open(config.data_dir)
+    except (OSError, StoreError) as error:
+        _fail(f"cannot open the store in {config.data_dir}: {error}")
 
 
 @click.group()
@@ -84,9 +100,8 @@ def _central_app(config):
     from .catalogue import open311_services
 
     gateways = {config["gateway.id"]: config["sync.secret"]} if config["sync.secret"] else {}
+    engine = _engine(config)
     try:
-        engine = Engine.load(config.menus_dir, config.locale_dir, list(config["language.available"]),
-                             config["language.default"])
         services = open311_services(engine, config["central.open311_services"],
                                     "en" if "en" in engine.languages else engine.default_language)
     except FlowError as error:
@@ -131,10 +146,7 @@ def _run(apps, config) -> None:
 def status(config_path, as_json: bool) -> None:
     """What the local store holds: submissions by state, open USSD sessions, the SMS outbox by state."""
     config = _config(config_path)
-    try:
-        store = Store.open(config.data_dir)
-    except (OSError, StoreError) as error:
-        _fail(f"cannot open the store in {config.data_dir}: {error}")
+    store = _store(config)
     try:
         counts = store.counts()
     finally:
@@ -204,10 +216,7 @@ async def _simulate(url: str, params: dict, session_id: str, phone: str, service
 def outbox(config_path, state: str | None, limit: int, as_json: bool) -> None:
     """The SMS outbox, newest first: state, attempts, why, and the text (numbers masked)."""
     config = _config(config_path)
-    try:
-        store = Store.open(config.data_dir)
-    except (OSError, StoreError) as error:
-        _fail(f"cannot open the store in {config.data_dir}: {error}")
+    store = _store(config)
     try:
         rows = [row for row in reversed(store.outbox.messages()) if state is None or row["state"] == state][:limit]
     finally:
@@ -239,11 +248,7 @@ def sync_now(config_path) -> None:
     config = _config(config_path)
     if not config["sync.secret"]:
         _fail("sync is off: set sync.secret (or KENTONGAN_SYNC_SECRET)")
-    try:
-        engine = Engine.load(config.menus_dir, config.locale_dir, list(config["language.available"]),
-                             config["language.default"])
-    except FlowError as error:
-        _fail(f"menu or catalog error: {error}")
+    engine = _engine(config)
 
     async def one_round():
         store = await StoreThread.open(Store.open, config.data_dir)
@@ -288,7 +293,7 @@ def export_file(config_path, file: str) -> None:
 
     config = _config(config_path)
     secret = _sync_secret(config)
-    store = Store.open(config.data_dir)
+    store = _store(config)
     try:
         items, after = [], ""
         while batch := store.pending_submissions(1000, after):
@@ -323,12 +328,8 @@ def import_file(config_path, file: str) -> None:
     acks, updates = payload.get("acks", []), payload.get("updates", [])
     if not isinstance(acks, list) or not isinstance(updates, list):
         _fail(f"{file} has a malformed payload")
-    try:
-        engine = Engine.load(config.menus_dir, config.locale_dir, list(config["language.available"]),
-                             config["language.default"])
-    except FlowError as error:
-        _fail(f"menu or catalog error: {error}")
-    store = Store.open(config.data_dir)
+    engine = _engine(config)
+    store = _store(config)
     try:
         with store.transaction():
             tally = store.mark_synced([{"id": i, "result": "accepted"} for i in acks if isinstance(i, str)])
@@ -348,7 +349,6 @@ def import_file(config_path, file: str) -> None:
 def central_import(config_path, file: str) -> None:
     """Ingest a gateway's batch FILE through the same idempotent path as online sync."""
     from sync import batchfile
-    from sync.central_store import CentralStore
 
     config = _config(config_path)
     store = _central_store(config)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Coroutine
 
 from aiohttp import web
 
@@ -55,3 +57,21 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
     log.info("store %s", thread.store.path)
     yield
     thread.close()
+
+
+@contextlib.asynccontextmanager
+async def in_background(work: Coroutine) -> AsyncIterator[asyncio.Task]:
+    """Run `work` as a task for the app's lifetime; cancel it and wait for it on the way out."""
+    task = asyncio.create_task(work)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def load_engine(config: Config) -> Engine:
+    """The engine for `config`'s menus, catalogs and languages (checked: raises FlowError)."""
+    return Engine.load(config.menus_dir, config.locale_dir, list(config["language.available"]),
+                       config["language.default"])

@@ -192,17 +192,12 @@ def make_provider(config) -> Provider:
 
 
 async def sender_context(app: web.Application) -> AsyncIterator[None]:
-    from .resources import config_key, sender_key, store_key
+    from .resources import config_key, in_background, sender_key, store_key
 
     config = app[config_key]
     sender = Sender(app[store_key], make_provider(config), max_attempts=config["sms.max_attempts"],
                     retry_seconds=config["sms.retry_seconds"])
     app[sender_key] = sender
-    task = asyncio.create_task(sender.run())
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    async with in_background(sender.run()):
+        yield
     sender.close()

@@ -110,8 +110,9 @@ class Syncer:
                     summary.updates += len(updates)
                     since = cursor
             except SyncError as error:
-                summary.errors.append(str(error))
-                await self.store.call(lambda s: s.set_meta(sync_last_error=str(error),
+                message = str(error)
+                summary.errors.append(message)
+                await self.store.call(lambda s: s.set_meta(sync_last_error=message,
                                                            sync_last_error_at=utc_now().isoformat(timespec="seconds")))
                 raise
             finally:
@@ -145,7 +146,7 @@ class Syncer:
 
 
 async def syncer_context(app: web.Application) -> AsyncIterator[None]:
-    from .resources import config_key, engine_key, rules_key, sender_key, store_key, syncer_key
+    from .resources import config_key, engine_key, in_background, rules_key, sender_key, store_key, syncer_key
 
     config = app[config_key]
     if not config["sync.secret"]:
@@ -157,10 +158,5 @@ async def syncer_context(app: web.Application) -> AsyncIterator[None]:
                     batch_size=config["sync.batch_size"], timeout=config["sync.timeout_seconds"],
                     on_notices=lambda: app[sender_key].wake())
     app[syncer_key] = syncer
-    task = asyncio.create_task(syncer.run(config["sync.interval_seconds"]))
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    async with in_background(syncer.run(config["sync.interval_seconds"])):
+        yield

@@ -19,14 +19,14 @@ import datetime as dt
 import json
 import re
 import sqlite3
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import sqlite_utils
 
+from .database import Database, stamp as _stamp, utc_now
 from .seal import Sealer
-from .store import STATUSES, utc_now
+from .store import STATUSES
 
 DATABASE_NAME = "central.db"
 KEY_FILE_NAME = "central.key"
@@ -34,10 +34,6 @@ NONCE_MINUTES = 15
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _REF = re.compile(r"^[0-9A-Z]{6,8}$")
 ITEM_FIELDS = ("id", "ref", "service", "channel", "answers", "phone", "language", "created_at")
-
-
-def _stamp(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -61,43 +57,13 @@ def _v1(db: sqlite_utils.Database) -> None:
 MIGRATIONS = [_v1]
 
 
-class CentralStore:
-    def __init__(self, path: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.sealer = sealer
-        self.clock = clock
-        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
-        self.db = sqlite_utils.Database(conn)
-        self.db.enable_wal()
-        self.db.execute("PRAGMA synchronous=FULL")
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        for number, step in enumerate(MIGRATIONS[version:], version + 1):
-            with self.transaction():
-                step(self.db)
-                self.db.execute(f"PRAGMA user_version={number}")
+class CentralStore(Database):
+    MIGRATIONS = MIGRATIONS
 
     @classmethod
     def open(cls, data_dir: str | Path, clock: Callable[[], dt.datetime] = utc_now) -> "CentralStore":
         data_dir = Path(data_dir)
         return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock)
-
-    def close(self) -> None:
-        self.db.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator["CentralStore"]:
-        conn = self.db.conn
-        if conn.in_transaction:
-            yield self
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
 
     # -- gateways and replay protection -----------------------------------------
 

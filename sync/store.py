@@ -22,14 +22,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import sqlite_utils
 from ulid import ULID
 
 from . import outbox
+from .database import Database, stamp as _stamp, utc_now
 from .errors import AlreadyClaimed, DuplicateReference
 from .outbox import Outbox
 from .seal import Sealer
@@ -38,14 +38,6 @@ DATABASE_NAME = "gateway.db"
 KEY_FILE_NAME = "gateway.key"
 STATUSES = ("received", "in_progress", "resolved", "rejected")
 SYNC_STATES = ("pending", "synced", "rejected")
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _stamp(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -74,23 +66,16 @@ def _v3(db: sqlite_utils.Database) -> None:
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, outbox.create_tables, _v3]
-"""Schema steps in order; `PRAGMA user_version` records how many have run."""
 
 
-class Store:
+class Store(Database):
     """The local store of one gateway."""
 
+    MIGRATIONS = MIGRATIONS
+
     def __init__(self, path: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now):
-        self.path = Path(path)
-        self.sealer = sealer
-        self.clock = clock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
-        self.db = sqlite_utils.Database(conn)
-        self.db.enable_wal()
-        self.db.execute("PRAGMA synchronous=FULL")
+        super().__init__(path, sealer, clock)
         self.db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
         self.outbox = Outbox(self)
 
     @classmethod
@@ -98,36 +83,6 @@ class Store:
         """The store in `data_dir` (`gateway.db`, sealed with `gateway.key` beside it)."""
         data_dir = Path(data_dir)
         return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock)
-
-    def close(self) -> None:
-        self.db.close()
-
-    def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        for number, step in enumerate(MIGRATIONS[version:], version + 1):
-            with self.transaction():
-                step(self.db)
-                self.db.execute(f"PRAGMA user_version={number}")
-
-    @contextmanager
-    def transaction(self) -> Iterator["Store"]:
-        """One write transaction (`BEGIN IMMEDIATE`); nested calls join the outer one."""
-        conn = self.db.conn
-        if conn.in_transaction:
-            yield self
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
-
-    @staticmethod
-    def stamp(when: dt.datetime) -> str:
-        """How the store writes a moment: UTC ISO 8601, so text order is time order."""
-        return _stamp(when)
 
     # -- digests -----------------------------------------------------------
 

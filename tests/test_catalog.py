@@ -1,7 +1,6 @@
 """The catalogs: complete, consistent, renderable on a handset, and in step with the menus."""
 
 import string
-from pathlib import Path
 
 import pytest
 from babel.messages.extract import extract_from_dir

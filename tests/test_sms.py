@@ -3,7 +3,6 @@
 import asyncio
 import re
 
-import pytest
 
 from conftest import PHONE, Gateway, eventually, sms_config
 from gateway.resources import store_key

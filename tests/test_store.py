@@ -1,7 +1,6 @@
 """The local store: transactions, sealing, references, claims."""
 
 import datetime as dt
-import sqlite3
 
 import pytest
 

@@ -1,0 +1,71 @@
+"""What both stores share: one SQLite file in WAL mode through sqlite-utils, migrations, transactions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+import sqlite_utils
+
+from .seal import Sealer
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def stamp(when: dt.datetime) -> str:
+    """How a store writes a moment: UTC ISO 8601 with milliseconds, so text order is time order."""
+    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Database:
+    """A SQLite file with `synchronous=FULL` (a commit survives a power cut) and its schema steps applied.
+
+    Not thread-safe: give it one thread (`sync.thread.StoreThread`).
+    """
+
+    MIGRATIONS: list[Migration] = []
+    """Schema steps in order; `PRAGMA user_version` records how many have run."""
+
+    def __init__(self, path: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now):
+        self.path = Path(path)
+        self.sealer = sealer
+        self.clock = clock
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous=FULL")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        for number, step in enumerate(self.MIGRATIONS[version:], version + 1):
+            with self.transaction():
+                step(self.db)
+                self.db.execute(f"PRAGMA user_version={number}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator["Database"]:
+        """One write transaction (`BEGIN IMMEDIATE`); nested calls join the outer one."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            yield self
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+    @staticmethod
+    def stamp(when: dt.datetime) -> str:
+        return stamp(when)
