@@ -354,3 +354,13 @@ async def test_ussd_session_saved_under_old_menus_restarts_at_main_menu(gateway)
 
     await gateway.app[store_key].call(break_session)
     assert (await gateway.hop("old", "1*1*Dusun Kidul")).startswith("CON Kentongan, layanan desa")
+
+
+async def test_ussd_reference_collision_draws_another(gateway, monkeypatch):
+    first = (await gateway.dial("a", "1", "1", "Dusun Kidul", "Jalan rusak", "1"))[-1]
+    taken = re.search(r"Nomor: (\w+)\.", first).group(1)
+    draws = iter([taken, taken, "KZZZZZ9"])
+    monkeypatch.setattr("gateway.ussd.new_reference", lambda prefix: next(draws))
+    second = (await gateway.dial("b", "1", "1", "Dusun Lor", "Lampu mati", "1"))[-1]
+    assert "Nomor: KZZZZZ9." in second
+    assert sorted(refs(gateway)) == sorted([taken, "KZZZZZ9"])
