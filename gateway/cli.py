@@ -57,6 +57,7 @@ def _store(config) -> Store:
 @click.group()
 def main() -> None:
     """Kentongan: an offline-first SMS/USSD gateway for village public services."""
+    setup_logging(logging.WARNING)  # every command's log lines pass the masking filter
 
 
 @main.command()
@@ -164,6 +165,11 @@ def status(config_path, as_json: bool) -> None:
     for state, number in counts["outbox"].items():
         if number:
             click.echo(f"outbox {state}: {number}")
+    link = counts["sync"]
+    click.echo(f"sync: {link['pending']} pending, {link['sent']} sent, {link['rejected']} rejected; "
+               f"last success {link['last_success'] or 'never'}")
+    if link["last_error"]:
+        click.echo(f"sync: last error at {link['last_error_at']}: {link['last_error']}")
 
 
 @main.command()

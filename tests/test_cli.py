@@ -63,6 +63,7 @@ def test_cli_serve_answers_the_main_menu_and_status_counts(tmp_path):
     human = kentongan("status", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}, cwd=tmp_path)
     assert "submissions: 1" in human.stdout and "sync pending: 1" in human.stdout
     assert "outbox sent: 1" in human.stdout
+    assert "sync: 1 pending, 0 sent, 0 rejected; last success never" in human.stdout
 
 
 def test_cli_serve_refuses_a_broken_menu(tmp_path):
