@@ -74,8 +74,10 @@ def rss_mib(pid: int) -> float:
 def start(name: str, data_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     if name == "gateway":
+        # The hop alone: no embedded central backend, no sync rounds; SMS to the console provider.
         env = {**os.environ, "KENTONGAN_GATEWAY_PORT": str(port), "KENTONGAN_GATEWAY_DATA_DIR": str(data_dir),
-               "KENTONGAN_USSD_RESUME_MINUTES": "5"}
+               "KENTONGAN_USSD_RESUME_MINUTES": "5", "KENTONGAN_CENTRAL_EMBEDDED": "false",
+               "KENTONGAN_SYNC_SECRET": "", "KENTONGAN_SMS_PROVIDER": "console"}
         command = [sys.executable, "-m", "gateway", "serve"]
     else:
         env = dict(os.environ)
