@@ -2,6 +2,7 @@
 
 import asyncio
 import datetime as dt
+import json
 import sqlite3
 
 import aiohttp
@@ -80,7 +81,7 @@ async def test_open311_post_then_get(central, fmt, tmp_path):
     assert status == 200
     if fmt == "json":
         assert kind.startswith("application/json")
-        created = __import__("json").loads(body)[0]
+        created = json.loads(body)[0]
     else:
         assert kind.startswith("text/xml")
         created = xmltodict.parse(body)["service_requests"]["request"]
@@ -110,7 +111,7 @@ async def test_open311_post_then_get(central, fmt, tmp_path):
 
 async def test_open311_lat_long_location(central):
     status, _, body = await post(central, address_string="", lat="-6.914744", long="107.609810")
-    ref = __import__("json").loads(body)[0]["service_request_id"]
+    ref = json.loads(body)[0]["service_request_id"]
     got = await asyncio.to_thread(client(central, "json").get_service_request, ref)
     assert (got["lat"], got["long"]) == (-6.914744, 107.60981) and got["address"] == "-6.914744,107.609810"
 
@@ -118,7 +119,7 @@ async def test_open311_lat_long_location(central):
 async def test_open311_list_filters_and_default_window(central, tmp_path):
     refs = []
     for category in ("road", "garbage", "water"):
-        refs.append(__import__("json").loads((await post(central, **{"attribute[category]": category}))[2])[0]
+        refs.append(json.loads((await post(central, **{"attribute[category]": category}))[2])[0]
                     ["service_request_id"])
     old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=120)).isoformat(timespec="milliseconds")
     with sqlite3.connect(tmp_path / DATABASE_NAME) as conn:
@@ -141,7 +142,7 @@ async def test_open311_bad_api_key_is_403_in_the_error_format(central, fmt):
     status, kind, body = await post(central, fmt, api_key="wrong")
     assert status == 403
     if fmt == "json":
-        assert __import__("json").loads(body) == [
+        assert json.loads(body) == [
             {"code": 403, "description": "Invalid api_key received -- can't proceed with create_request."}]
     else:
         error = xmltodict.parse(body)["errors"]["error"]
@@ -161,7 +162,7 @@ async def test_open311_bad_api_key_is_403_in_the_error_format(central, fmt):
 ])
 async def test_open311_bad_requests_are_refused_with_reason(central, form, status, description):
     got, _, body = await post(central, "json", **form)
-    error = __import__("json").loads(body)[0]
+    error = json.loads(body)[0]
     assert (got, error["code"]) == (status, status) and description in error["description"]
 
 
