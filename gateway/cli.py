@@ -417,3 +417,44 @@ def _central_store(config):
     if config["sync.secret"]:
         store.register_gateway(config["gateway.id"], config["sync.secret"])
     return store
+
+
+@central.group("gateway")
+def central_gateway() -> None:
+    """The gateways this central backend knows (each with its sync secret)."""
+
+
+@central_gateway.command("add")
+@config_option
+@click.argument("gateway_id")
+@click.option("--secret", default=None, help="The gateway's sync secret; a new random one when left out.")
+def central_gateway_add(config_path, gateway_id: str, secret: str | None) -> None:
+    """Register GATEWAY_ID (or give it a new secret); prints the secret to put in that gateway's sync.secret."""
+    import secrets
+
+    config = _config(config_path)
+    if not gateway_id.strip() or len(gateway_id) > 64 or not gateway_id.isprintable():
+        _fail("a gateway id is 1-64 printable characters")
+    secret = secret or secrets.token_urlsafe(32)
+    store = _central_store(config)
+    try:
+        store.register_gateway(gateway_id, secret)
+    finally:
+        store.close()
+    click.echo(f"gateway {gateway_id} registered; its sync.secret is:\n{secret}")
+
+
+@central_gateway.command("list")
+@config_option
+def central_gateway_list(config_path) -> None:
+    """The registered gateways and how many submissions each delivered."""
+    config = _config(config_path)
+    store = _central_store(config)
+    try:
+        rows = store.db.execute(
+            "SELECT g.id, g.created_at, count(s.id) FROM gateways g LEFT JOIN submissions s ON s.gateway_id = g.id "
+            "GROUP BY g.id ORDER BY g.id").fetchall()
+    finally:
+        store.close()
+    for gateway_id, created_at, count in rows:
+        click.echo(f"{gateway_id}\tsince {created_at[:10]}\t{count} submissions")

@@ -68,9 +68,11 @@ class CentralStore(Database):
     # -- gateways and replay protection -----------------------------------------
 
     def register_gateway(self, gateway_id: str, secret: str) -> None:
+        """Know `gateway_id` by `secret` (a new secret replaces the old one)."""
         with self.transaction():
+            known = self.db.execute("SELECT created_at FROM gateways WHERE id = ?", [gateway_id]).fetchone()
             self.db["gateways"].upsert({"id": gateway_id, "secret": secret,
-                                        "created_at": _stamp(self.clock())}, pk="id")
+                                        "created_at": known[0] if known else _stamp(self.clock())}, pk="id")
 
     def secret(self, gateway_id: str) -> str | None:
         row = self.db.execute("SELECT secret FROM gateways WHERE id = ?", [gateway_id]).fetchone()

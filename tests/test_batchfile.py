@@ -183,3 +183,51 @@ def test_batchfile_shows_no_personal_data(homes, tmp_path):
     opened = gzip.decompress((tmp_path / "out.kbf").read_bytes())
     for secret in (b"3201234567890123", b"Siti Aminah", b"6281234567890", b"KBVOTER"):
         assert secret not in opened
+
+
+def test_batchfile_central_knows_gateways_added_by_the_operator(homes, tmp_path):
+    gateway, central = homes
+    added = kentongan(central, "central", "gateway", "add", "desa-7")
+    secret = added.stdout.strip().splitlines()[-1]
+    assert added.returncode == 0 and len(secret) >= 40
+    submit(gateway, 2)
+    kentongan(gateway, "export", str(tmp_path / "out.kbf"), gateway_id="desa-7", secret=secret)
+    result = kentongan(central, "central", "import", str(tmp_path / "out.kbf"))
+    assert result.stdout.strip() == "2 submissions from desa-7: 2 new, 0 already there, 0 rejected"
+    listed = kentongan(central, "central", "gateway", "list").stdout
+    assert "desa-7\tsince" in listed and "2 submissions" in listed
+
+
+async def test_batchfile_items_arriving_online_after_the_file_are_duplicates(homes, tmp_path):
+    from aiohttp import web
+
+    from conftest import free_port
+    from gateway.syncer import Syncer
+    from sync.central import create_central_app
+    from sync.thread import StoreThread
+
+    gateway, central_home = homes
+    refs = submit(gateway, 3)
+    kentongan(gateway, "export", str(tmp_path / "out.kbf"))
+    assert "3 new" in kentongan(central_home, "central", "import", str(tmp_path / "out.kbf")).stdout
+    port = free_port()
+    runner = web.AppRunner(create_central_app(central_home, {"desa-1": SECRET}, "staff"))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    store = await StoreThread.open(Store.open, gateway)
+    try:
+        from gateway.config import data_root
+        from flows import Engine
+        from gateway.resources import Rules
+        from conftest import make_config
+
+        engine = Engine.load(data_root() / "menus", data_root() / "locale", ["id", "en", "sw"], "id")
+        syncer = Syncer(store, engine, Rules.from_config(make_config(tmp_path / "cfg")),
+                        url=f"http://127.0.0.1:{port}", gateway_id="desa-1", secret=SECRET, batch_size=100,
+                        timeout=5)
+        summary = await syncer.round()  # the link came back before the answer file did
+        assert (summary.pushed, summary.accepted, summary.duplicate) == (3, 0, 3)
+    finally:
+        store.close()
+        await runner.cleanup()
+    assert central_refs(central_home) == sorted(refs)
