@@ -8,8 +8,16 @@ import subprocess
 import sys
 
 import pytest
+from aiohttp import web
 
+from conftest import free_port, make_config
+from flows import Engine
+from gateway.config import data_root
+from gateway.resources import Rules
+from gateway.syncer import Syncer
 from sync import batchfile
+from sync.central import create_central_app
+from sync.thread import StoreThread
 from sync.central_store import CentralStore
 from sync.store import Store
 
@@ -199,13 +207,6 @@ def test_batchfile_central_knows_gateways_added_by_the_operator(homes, tmp_path)
 
 
 async def test_batchfile_items_arriving_online_after_the_file_are_duplicates(homes, tmp_path):
-    from aiohttp import web
-
-    from conftest import free_port
-    from gateway.syncer import Syncer
-    from sync.central import create_central_app
-    from sync.thread import StoreThread
-
     gateway, central_home = homes
     refs = submit(gateway, 3)
     kentongan(gateway, "export", str(tmp_path / "out.kbf"))
@@ -216,11 +217,6 @@ async def test_batchfile_items_arriving_online_after_the_file_are_duplicates(hom
     await web.TCPSite(runner, "127.0.0.1", port).start()
     store = await StoreThread.open(Store.open, gateway)
     try:
-        from gateway.config import data_root
-        from flows import Engine
-        from gateway.resources import Rules
-        from conftest import make_config
-
         engine = Engine.load(data_root() / "menus", data_root() / "locale", ["id", "en", "sw"], "id")
         syncer = Syncer(store, engine, Rules.from_config(make_config(tmp_path / "cfg")),
                         url=f"http://127.0.0.1:{port}", gateway_id="desa-1", secret=SECRET, batch_size=100,
