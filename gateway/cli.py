@@ -339,13 +339,10 @@ def import_file(config_path, file: str) -> None:
     try:
         with store.transaction():
             tally = store.mark_synced([{"id": i, "result": "accepted"} for i in acks if isinstance(i, str)])
-            cursor = int(store.meta("sync_cursor", "0"))
-            fresh = [u for u in updates if isinstance(u, dict) and isinstance(u.get("seq"), int) and u["seq"] > cursor]
-            notices = apply_updates(store, engine, Rules.from_config(config), fresh,
-                                    max([cursor] + [u["seq"] for u in fresh])) if fresh else 0
+            applied, notices = apply_updates(store, engine, Rules.from_config(config), updates)
     finally:
         store.close()
-    click.echo(f"{tally['accepted']} submissions acknowledged, {len(fresh)} status updates applied, "
+    click.echo(f"{tally['accepted']} submissions acknowledged, {applied} status updates applied, "
                f"{notices} SMS notices queued")
 
 

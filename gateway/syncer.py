@@ -51,20 +51,31 @@ class Summary:
     errors: list[str] = field(default_factory=list)
 
 
-def apply_updates(store: Store, engine: Engine, rules: Rules, updates: list[dict], cursor: int) -> int:
-    """Apply pulled status changes and move the cursor, in one transaction; return notices queued."""
-    notices = 0
+def apply_updates(store: Store, engine: Engine, rules: Rules, updates: list[dict]) -> tuple[int, int]:
+    """Apply status changes past the stored cursor and move it, in one transaction.
+
+    Updates at or before the cursor were applied already (a page pulled
+    twice, an answer file imported twice) and are skipped, so each notice is
+    queued once. Returns (updates applied, notices queued).
+    """
+    applied = notices = 0
     with store.transaction():
-        for update in updates:
+        cursor = int(store.meta("sync_cursor", "0"))
+        for update in sorted((u for u in updates if isinstance(u, dict) and isinstance(u.get("seq"), int)),
+                             key=lambda u: u["seq"]):
+            if update["seq"] <= cursor:
+                continue
             try:
                 queued = change_status(store, engine, rules, str(update["ref"]), str(update["status"]),
                                        str(update.get("note") or ""))
             except (KeyError, ValueError) as error:
-                log.warning("update %s skipped: %s", update.get("seq"), error)
-                continue
-            notices += queued is not None
+                log.warning("update %s skipped: %s", update["seq"], error)
+            else:
+                notices += queued is not None
+            cursor = update["seq"]
+            applied += 1
         store.set_meta(sync_cursor=cursor)
-    return notices
+    return applied, notices
 
 
 class Syncer:
@@ -106,8 +117,11 @@ class Syncer:
                     updates, cursor = await client.pull(since)
                     if not updates:
                         break
-                    summary.notices += await self.store.call(apply_updates, self.engine, self.rules, updates, cursor)
-                    summary.updates += len(updates)
+                    applied, notices = await self.store.call(apply_updates, self.engine, self.rules, updates)
+                    summary.updates += applied
+                    summary.notices += notices
+                    if cursor <= since:
+                        raise SyncError(f"the central backend's cursor went backwards ({since} -> {cursor})")
                     since = cursor
             except SyncError as error:
                 message = str(error)
