@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Protocol
 from babel.dates import format_date, format_skeleton
 from transitions import MachineError
 
-from .catalog import MESSAGE_KEYS, N_, Catalog
+from .catalog import N_, Catalog
 from .errors import CatalogError, FlowError
 from .menu import Flow, Screen, load_menus
 from .text import PREFIX_LENGTH, USSD_LIMIT, paginate
@@ -357,4 +357,4 @@ class Engine:
                 yield flow, screen
 
 
-__all__ = ["Context", "Engine", "Lookup", "Turn", "MESSAGE_KEYS"]
+__all__ = ["Context", "Engine", "Lookup", "Turn"]

@@ -263,11 +263,10 @@ def sync_now(config_path) -> None:
             syncer = Syncer(store, engine, Rules.from_config(config), url=config["central.url"],
                             gateway_id=config["gateway.id"], secret=config["sync.secret"],
                             batch_size=config["sync.batch_size"], timeout=config["sync.timeout_seconds"])
-            sent = {"items": 0, "bytes": 0}
+            sent = {"bytes": 0}
             with click.progressbar(length=max(pending, 1), label="pushing", show_pos=True, file=sys.stderr,
                                    item_show_func=lambda _: f"{sent['bytes']} bytes") as bar:
                 def progress(items, size):
-                    sent["items"] += items
                     sent["bytes"] += size
                     bar.update(items, current_item=True)
                 return await syncer.round(progress)

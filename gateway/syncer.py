@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
 import aiohttp
@@ -48,7 +48,6 @@ class Summary:
     updates: int = 0
     notices: int = 0
     seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
 
 def apply_updates(store: Store, engine: Engine, rules: Rules, updates: list[dict]) -> tuple[int, int]:
@@ -125,7 +124,6 @@ class Syncer:
                     since = cursor
             except SyncError as error:
                 message = str(error)
-                summary.errors.append(message)
                 await self.store.call(lambda s: s.set_meta(sync_last_error=message,
                                                            sync_last_error_at=utc_now().isoformat(timespec="seconds")))
                 raise

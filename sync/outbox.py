@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 STATES = ("queued", "sending", "sent", "delivered", "failed", "dead", "expired", "suppressed")
 FINAL = frozenset({"delivered", "failed", "dead", "expired", "suppressed"})
 DELIVERY_FINAL = {"Success": "delivered", "Failed": "failed", "Rejected": "failed", "Expired": "failed"}
-DELIVERY_PENDING = frozenset({"Sent", "Submitted", "Buffered"})
 KINDS = ("confirmation", "reply", "notice")
 RESENT = "resent after a restart: the provider may have had it already"
 

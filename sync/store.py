@@ -37,7 +37,6 @@ from .seal import Sealer
 DATABASE_NAME = "gateway.db"
 KEY_FILE_NAME = "gateway.key"
 STATUSES = ("received", "in_progress", "resolved", "rejected")
-SYNC_STATES = ("pending", "synced", "rejected")
 
 
 def _v1(db: sqlite_utils.Database) -> None:
