@@ -12,10 +12,11 @@ from aiohttp import web
 
 from flows.catalog import N_
 from flows.sms import Keywords
+from sync.database import Clock, utc_now
 
 from .config import Config
-from .resources import (Rules, config_key, engine_key, in_background, keywords_key, load_engine, rules_key,
-                        store_context, store_key)
+from .resources import (Rules, clock_key, config_key, engine_key, in_background, keywords_key, load_engine,
+                        rules_key, store_context, store_key)
 from .sender import sender_context
 from .sms import delivery_callback, inbound_callback
 from .syncer import syncer_context
@@ -29,11 +30,15 @@ KEEP_INBOUND_IDS = dt.timedelta(days=7)
 CALLBACK_PREFIXES = ("/ussd/", "/sms/")
 
 
-def create_app(config: Config) -> web.Application:
-    """Build the app; menus and catalogs are loaded and checked here, once."""
+def create_app(config: Config, clock: Clock = utc_now) -> web.Application:
+    """Build the app; menus and catalogs are loaded and checked here, once.
+
+    `clock` is what the store reads as now: tests hand in one they move.
+    """
     app = web.Application(middlewares=[error_middleware, callback_key_middleware],
                           client_max_size=MAX_BODY)
     app[config_key] = config
+    app[clock_key] = clock
     app[engine_key] = load_engine(config)
     app[keywords_key] = Keywords(app[engine_key].catalog)
     app[rules_key] = Rules.from_config(config)

@@ -46,13 +46,15 @@ config_key = web.AppKey("config", Config)
 engine_key = web.AppKey("engine", Engine)
 keywords_key = web.AppKey("keywords", Keywords)
 store_key = web.AppKey("store", StoreThread)
+clock_key = web.AppKey("clock", object)
+"""The clock every store of the app reads (`sync.database.utc_now` unless a test hands in another)."""
 rules_key = web.AppKey("rules", Rules)
 sender_key = web.AppKey("sender", object)
 syncer_key = web.AppKey("syncer", object)
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:
-    thread = await StoreThread.open(Store.open, app[config_key].data_dir)
+    thread = await StoreThread.open(Store.open, app[config_key].data_dir, app[clock_key])
     app[store_key] = thread
     log.info("store %s", thread.store.path)
     yield

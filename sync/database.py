@@ -13,6 +13,8 @@ import sqlite_utils
 from .seal import Sealer
 
 Migration = Callable[[sqlite_utils.Database], None]
+Clock = Callable[[], dt.datetime]
+"""What a store reads as now: `utc_now`, or a clock a test moves."""
 
 
 def utc_now() -> dt.datetime:
