@@ -2,9 +2,11 @@
 
 Settings are declared once in `SETTINGS` as (name, default, parser, help).
 A value comes from, in rising order: the default, `config.yaml`, and the
-environment variable `KENTONGAN_<SECTION>_<KEY>` (`KENTONGAN_GATEWAY_PORT`).
-An unknown key or a bad value raises `ConfigError` with one line naming the
-key; the CLI prints that line and stops.
+environment variable `KENTONGAN_<SECTION>_<KEY>` (`KENTONGAN_GATEWAY_PORT`);
+a list in a variable is comma-separated (`KENTONGAN_LANGUAGE_AVAILABLE=id,en`).
+An unknown key, an unknown `KENTONGAN_*` variable (other than the few in
+`NON_SETTING_VARIABLES`) or a bad value raises `ConfigError` with one line
+naming it; the CLI prints that line and stops.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ import yaml
 from sync.reference import check_prefix
 
 DEFAULT_CONFIG = Path("config.yaml")
+ENV_PREFIX = "KENTONGAN_"
+
+# `KENTONGAN_*` variables that are not settings: load_config lets them through,
+# the test suite and CI read them. Each is documented in the README.
+NON_SETTING_VARIABLES: Mapping[str, str] = MappingProxyType({
+    "KENTONGAN_REQUIRE_SERVICES": "Tests that need PostgreSQL or Redis fail instead of skipping (CI sets it).",
+    "KENTONGAN_REQUIRE_BROWSER": "Browser tests fail instead of skipping when Chromium is absent.",
+    "KENTONGAN_REGEN_TRANSCRIPTS": "With 1, the USSD tests rewrite the golden transcripts in tests/transcripts/.",
+})
 
 
 class ConfigError(Exception):
@@ -121,7 +132,7 @@ class Setting:
 
     @property
     def env(self) -> str:
-        return "KENTONGAN_" + self.name.upper().replace(".", "_")
+        return ENV_PREFIX + self.name.upper().replace(".", "_")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -185,11 +196,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("central.agency", "", _string, "Open311 agency_responsible of every request."),
 )
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
+_KNOWN_VARIABLES = frozenset(setting.env for setting in SETTINGS) | frozenset(NON_SETTING_VARIABLES)
 
 
 @dataclass(frozen=True)
 class Config:
-    """Checked settings, read with `config["gateway.port"]`."""
+    """Checked settings, read with `config["gateway.port"]`.
+
+    `source` is the absolute path of the config file the settings were read
+    from, or None when no file was read: then every value is its default
+    unless the environment set it (`serve` says "serving on defaults").
+    """
 
     values: Mapping[str, Any]
     source: Path | None = None
@@ -218,21 +235,31 @@ def data_root() -> Path:
     return Path(sys.prefix) / "share" / "kentongan"
 
 
-def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None,
-                **overrides: Any) -> Config:
-    """Read `path` (default `./config.yaml`, optional), apply the environment, check everything.
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None, *,
+                require_file: bool = False, **overrides: Any) -> Config:
+    """Read `path` (default `./config.yaml`), apply the environment, check everything.
 
-    `overrides` (`gateway__port=0`) win over both; tests use them.
+    A named `path` must exist. Without one, `./config.yaml` is read when it is
+    there; when it is not, the defaults are used (`Config.source` is None),
+    unless `require_file` is true: then `ConfigError` says where it looked.
+    `environ` (default `os.environ`) must hold no unknown `KENTONGAN_*`
+    variable. `overrides` (`gateway__port=0`) win over everything; tests use them.
     """
     environ = os.environ if environ is None else environ
+    _check_variables(environ)
     explicit = path is not None
     path = Path(path) if explicit else DEFAULT_CONFIG
     raw: dict[str, Any] = {}
     source = None
     if path.exists():
-        source = path
+        source = path.absolute()
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+            raise ConfigError(f"{path}: cannot read: {reason}") from None
+        try:
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
         if not isinstance(data, dict):
@@ -240,6 +267,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         raw.update(_flatten(data, path))
     elif explicit:
         raise ConfigError(f"{path}: no such config file")
+    elif require_file:
+        raise ConfigError(f"no config file: looked for {path.absolute()}; "
+                          f"pass --config PATH or run from the folder that has {path}")
     for setting in SETTINGS:
         if setting.env in environ:
             raw[setting.name] = environ[setting.env]
@@ -258,6 +288,19 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
         raise ConfigError(f"language.default: {values['language.default']!r} is not in language.available "
                           f"{list(values['language.available'])}")
     return Config(MappingProxyType(values), source)
+
+
+def _check_variables(environ: Mapping[str, str]) -> None:
+    """A misspelt `KENTONGAN_*` variable stops start-up instead of being ignored."""
+    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in _KNOWN_VARIABLES)
+    if not unknown:
+        return
+    name = unknown[0]
+    # Compare what follows the prefix, which every candidate shares.
+    tails = {known[len(ENV_PREFIX):]: known for known in _KNOWN_VARIABLES}
+    close = difflib.get_close_matches(name[len(ENV_PREFIX):], tails, n=1)
+    hint = f" (did you mean {tails[close[0]]}?)" if close else ""
+    raise ConfigError(f"{name}: unknown setting{hint}")
 
 
 def _flatten(data: dict, path: Path, prefix: str = "") -> dict[str, Any]:
