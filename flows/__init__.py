@@ -4,6 +4,6 @@ Public surface: `Engine`, `Context`, `Turn`, `Lookup`, and the errors in `errors
 """
 
 from .engine import Context, Engine, Lookup, Turn
-from .errors import CatalogError, FlowError, MenuError
+from .errors import CatalogError, FlowError, MenuError, SessionOutdated
 
-__all__ = ["CatalogError", "Context", "Engine", "FlowError", "Lookup", "MenuError", "Turn"]
+__all__ = ["CatalogError", "Context", "Engine", "FlowError", "Lookup", "MenuError", "SessionOutdated", "Turn"]

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 DOMAIN = "messages"
 
-MESSAGE_KEYS = ("text", "label", "title")
+MESSAGE_KEYS = ("text", "label", "title", "sms_word", "keyword", "usage")
 """Keys of a menu file whose values are catalog message ids."""
 
 

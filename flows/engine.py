@@ -26,8 +26,8 @@ from babel.dates import format_date, format_skeleton
 from transitions import MachineError
 
 from .catalog import N_, Catalog
-from .errors import CatalogError, FlowError
-from .menu import Flow, Screen, load_menus
+from .errors import CatalogError, FlowError, SessionOutdated
+from .menu import ROLES, Flow, Screen, load_menus
 from .text import PREFIX_LENGTH, USSD_LIMIT, paginate
 from .validate import Invalid
 
@@ -127,9 +127,12 @@ class Engine:
         ids = set(ENGINE_MESSAGES)
         for flow in self.flows.values():
             ids.add(flow.title)
+            if flow.sms:
+                ids.update((flow.sms.keyword, flow.sms.usage))
             for screen in flow.screens.values():
                 ids.add(screen.text)
                 ids.update(choice.label for choice in screen.choices)
+                ids.update(choice.sms_word for choice in screen.choices if choice.sms_word)
         return ids
 
     def _check_catalog(self) -> None:
@@ -154,8 +157,9 @@ class Engine:
     def resume(self, session: dict, raw: str, ctx: Context) -> Turn:
         """Feed one input to `session`; never raises for bad input (it re-asks).
 
-        Raises `FlowError` when `session` names a flow or screen the menus no
-        longer have (they changed since it was saved).
+        Raises `SessionOutdated` when `session` names a flow or screen the
+        menus no longer have (they changed since it was saved); any other
+        `FlowError` is a bug.
         """
         if session.get("lang") not in self.languages:
             session = {**session, "lang": self.default_language}
@@ -283,14 +287,14 @@ class Engine:
         try:
             return self.flows[session["flow"]]
         except KeyError:
-            raise FlowError(f"session names unknown flow {session.get('flow')!r}") from None
+            raise SessionOutdated(f"session names unknown flow {session.get('flow')!r}") from None
 
     def _screen(self, session: dict) -> tuple[Flow, Screen]:
         flow = self._flow(session)
         try:
             return flow, flow.screens[session["screen"]]
         except KeyError:
-            raise FlowError(f"session names unknown screen {session.get('screen')!r} of {flow.name}") from None
+            raise SessionOutdated(f"session names unknown screen {session.get('screen')!r} of {flow.name}") from None
 
     def _fire(self, flow: Flow, state: str, trigger: str, answers: dict) -> str:
         model = _Model(state, answers)
@@ -349,6 +353,33 @@ class Engine:
         if raw == "2":
             return self._jump(MAIN, session["lang"], ctx)
         return self._reask(session, ctx, N_("invalid.choice"))
+
+    # -- describing ----------------------------------------------------------
+
+    def forms(self, lang: str) -> dict[str, dict]:
+        """Every flow that makes submissions, as plain data in `lang`: for a backend that knows no menus.
+
+        `{"service", "title", "label" (its main-menu choice), "address" and
+        "description" (the answers with those roles, or None), "questions":
+        [{"answer", "prompt", "kind" (choice | text), "role", "choices":
+        [{"value", "label"}]}]}`, questions in menu order.
+        """
+        text = self.catalog.text
+        labels = {branch.target[1:]: choice.label for screen in self.flows[MAIN].screens.values()
+                  for choice in screen.choices for branch in choice.route if branch.target.startswith("@")}
+        forms = {}
+        for flow in self.flows.values():
+            if not flow.submits:
+                continue
+            questions = [{"answer": screen.save, "prompt": text(lang, screen.text),
+                          "kind": "choice" if screen.kind == "menu" else "text", "role": screen.role,
+                          "choices": [{"value": c.value, "label": text(lang, c.label)} for c in screen.choices]}
+                         for screen in flow.screens.values() if screen.save]
+            roles = {role: (flow.role(role).save if flow.role(role) else None) for role in ROLES}
+            forms[flow.name] = {"service": flow.name, "title": text(lang, flow.title),
+                                "label": text(lang, labels.get(flow.name, flow.title)), **roles,
+                                "questions": questions}
+        return forms
 
     def walk(self) -> Iterator[tuple[Flow, Screen]]:
         """Every screen of every flow, for checks that must see them all."""

@@ -16,6 +16,14 @@ another flow (`@main` is the main menu). A target can branch on answers:
         to: kind_other
       - to: village
 
+What code needs to know about an answer is named here too, never in Python:
+
+    role: address          on an input screen: the answer that says where (staff, Open311)
+    role: description      on an input screen: the answer that says what, in the caller's words
+    sms_word: <msgid>      on a choice: the word that picks it in an SMS (`LAPOR JALAN ...`)
+    sms: {keyword, usage}  on a flow: `<keyword> <sms_word> <description>` submits it by SMS;
+                           `usage` is the message that explains how, when an SMS gets it wrong
+
 The machines are built once when the engine loads; a turn only fires one
 trigger on a throw-away model (see `engine.py`).
 """
@@ -37,14 +45,15 @@ KINDS = ("menu", "input", "confirm", "end")
 SHOWS = ("recent", "submission")
 ACTIONS = ("submit", "set_language")
 CHOICE_SOURCES = ("languages",)
+ROLES = ("address", "description")
 
 _KEYS = {
     "menu": {"kind", "text", "choices", "choices_from", "save", "next"},
-    "input": {"kind", "text", "validate", "save", "next", "unique"},
+    "input": {"kind", "text", "validate", "save", "next", "unique", "role"},
     "confirm": {"kind", "text", "accept", "decline"},
     "end": {"kind", "text", "show", "action"},
 }
-_FLOW_KEYS = {"spec_version", "flow", "title", "start", "screens", "submits"}
+_FLOW_KEYS = {"spec_version", "flow", "title", "start", "screens", "submits", "sms"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,17 @@ class Choice:
     label: str
     value: str
     route: tuple[Branch, ...]
+    sms_word: str | None = None
+
+
+@dataclass(frozen=True)
+class SmsForm:
+    """How an SMS submits a flow: `<keyword> <word of a choice> <description>`."""
+
+    keyword: str
+    usage: str
+    choose: str
+    describe: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,7 @@ class Screen:
     unique: str | None = None
     show: str | None = None
     action: str | None = None
+    role: str | None = None
 
 
 @dataclass
@@ -91,12 +112,20 @@ class Flow:
     screens: dict[str, Screen]
     submits: bool
     path: Path
+    sms: SmsForm | None = None
     machine: Machine = field(repr=False, default=None)
 
     def saved_by(self, answer: str) -> Screen | None:
         """The screen that saves `answer`, if any."""
         for screen in self.screens.values():
             if screen.save == answer:
+                return screen
+        return None
+
+    def role(self, role: str) -> Screen | None:
+        """The screen whose answer plays `role` (see ROLES), if any."""
+        for screen in self.screens.values():
+            if screen.role == role:
                 return screen
         return None
 
@@ -157,6 +186,9 @@ def load_flow(path: str | Path) -> Flow:
         path=path,
     )
     _check_targets(flow)
+    _check_roles(flow)
+    if "sms" in data:
+        flow.sms = _sms(flow, data["sms"])
     flow.machine = _compile(flow)
     return flow
 
@@ -223,6 +255,10 @@ def _screen(name: str, data: Any, where: str) -> Screen:
         fields["next"] = _route(data.get("next"), f"{where}: 'next'")
         if "unique" in data:
             fields["unique"] = _route(data["unique"], f"{where}: 'unique'")[0].target
+        if "role" in data:
+            if data["role"] not in ROLES:
+                raise MenuError(f"{where}: 'role' must be one of {', '.join(ROLES)}, not {data['role']!r}")
+            fields["role"] = data["role"]
     elif kind == "confirm":
         fields["accept"] = _route(data.get("accept"), f"{where}: 'accept'")
         fields["decline"] = _route(data.get("decline"), f"{where}: 'decline'")
@@ -243,12 +279,13 @@ def _choices(items: Any, default_next: Any, where: str) -> tuple[Choice, ...]:
         raise MenuError(f"{where}: at most 9 choices (one key each); split the menu")
     choices = []
     for number, item in enumerate(items, 1):
-        if not isinstance(item, dict) or set(item) - {"label", "value", "next"}:
-            raise MenuError(f"{where}, choice {number}: needs 'label', may have 'value' and 'next'")
+        if not isinstance(item, dict) or set(item) - {"label", "value", "next", "sms_word"}:
+            raise MenuError(f"{where}, choice {number}: needs 'label', may have 'value', 'next' and 'sms_word'")
         label = _msgid(item.get("label"), f"{where}, choice {number}: 'label'")
         target = item.get("next", default_next)
         route = _route(target, f"{where}, choice {number}: 'next'")
-        choices.append(Choice(label, str(item.get("value", number)), route))
+        word = _msgid(item["sms_word"], f"{where}, choice {number}: 'sms_word'") if "sms_word" in item else None
+        choices.append(Choice(label, str(item.get("value", number)), route, word))
     return tuple(choices)
 
 
@@ -277,6 +314,41 @@ def _check_targets(flow: Flow) -> None:
         if screen.action == "set_language" and flow.saved_by("language") is None:
             raise MenuError(f"{flow.path}: screen '{screen.name}': 'set_language' needs a screen "
                             f"that saves 'language'")
+
+
+def _check_roles(flow: Flow) -> None:
+    seen: dict[str, str] = {}
+    for screen in flow.screens.values():
+        if screen.role is None:
+            continue
+        if not flow.submits:
+            raise MenuError(f"{flow.path}: screen '{screen.name}': 'role' in a flow without 'submits: true'")
+        if screen.role in seen:
+            raise MenuError(f"{flow.path}: screen '{screen.name}': role {screen.role!r} is already "
+                            f"screen '{seen[screen.role]}'s")
+        seen[screen.role] = screen.name
+    for screen in flow.screens.values():
+        words = [choice.sms_word for choice in screen.choices]
+        if any(words) and not (all(words) and screen.save):
+            raise MenuError(f"{flow.path}: screen '{screen.name}': give every choice an 'sms_word', "
+                            f"and 'save' the answer, or give none")
+
+
+def _sms(flow: Flow, data: Any) -> SmsForm:
+    where = f"{flow.path}: 'sms'"
+    if not isinstance(data, dict) or set(data) != {"keyword", "usage"}:
+        raise MenuError(f"{where} must be a mapping with 'keyword' and 'usage' (catalog ids)")
+    if not flow.submits:
+        raise MenuError(f"{where}: only a flow with 'submits: true' can be submitted by SMS")
+    worded = [s for s in flow.screens.values() if any(c.sms_word for c in s.choices)]
+    if len(worded) != 1:
+        raise MenuError(f"{where}: needs exactly one menu screen whose choices have an 'sms_word' "
+                        f"(found {len(worded)})")
+    describe = flow.role("description")
+    if describe is None:
+        raise MenuError(f"{where}: needs an input screen with 'role: description' (the rest of the SMS)")
+    return SmsForm(_msgid(data["keyword"], f"{where}: 'keyword'"), _msgid(data["usage"], f"{where}: 'usage'"),
+                   worded[0].save, describe.save)
 
 
 def _condition(when: tuple[tuple[str, str], ...]):

@@ -1,11 +1,13 @@
 """Every SMS text fits the cheapest encoding: confirmations and notices in one GSM-7 segment."""
 
+import datetime as dt
+
 import pytest
 
 from flows import CatalogError, Engine
 from flows.catalog import Catalog
 from flows.engine import STATUS_LABELS
-from flows.sms import CATEGORIES, COMMANDS, Keywords, notice_text
+from flows.sms import COMMANDS, SUBMIT, Keywords, notice_text
 from flows.text import fit_sms, is_gsm7, sms_segments, ussd_cost
 from gateway.config import data_root
 
@@ -42,15 +44,13 @@ def test_sms_notice_fits_one_segment_with_any_note(engine, lang):
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 @pytest.mark.parametrize("msgid", ["sms.help", "sms.report.usage", "sms.language.usage", "sms.stop.done",
-                                   "sms.start.done", "status.none", "status.not_found"])
+                                   "sms.start.done", "status.none", "status.not_found"])  # report's usage: menus/report.yaml
 def test_sms_replies_fit_one_segment(engine, lang, msgid):
     assert sms_segments(engine.catalog.text(lang, msgid)) == ("GSM-7", 1)
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_sms_status_answer_fits_one_segment(engine, lang):
-    import datetime as dt
-
     title = max((f.name for f in engine.flows.values()), key=lambda n: len(engine.catalog.text(lang, engine.flows[n].title)))
     status = max(STATUS_LABELS, key=lambda s: len(engine.catalog.text(lang, STATUS_LABELS[s])))
     line = engine.status_line({"ref": "KKKKKKKK", "service": title, "status": status,
@@ -77,25 +77,29 @@ def test_sms_fit_cuts_at_a_word():
 
 
 def test_sms_keywords_every_language_and_category(engine):
-    keywords = Keywords(engine.catalog)
+    keywords = Keywords(engine)
+    report = engine.flows["report"]
     for lang in LANGUAGES:
         for name, msgid in COMMANDS.items():
             word = engine.catalog.text(lang, msgid)
             assert keywords.parse(f" {word.lower()}:  rest  of it ").name == name
             assert is_gsm7(word) and word.isupper()
-        for value, msgid in CATEGORIES.items():
-            assert keywords.category(engine.catalog.text(lang, msgid).lower()) == value
-    report = engine.flows["report"].saved_by("category")
-    assert {c.value for c in report.choices} == set(CATEGORIES)
+        keyword = engine.catalog.text(lang, report.sms.keyword)
+        for choice in report.saved_by(report.sms.choose).choices:
+            word = engine.catalog.text(lang, choice.sms_word)
+            command = keywords.parse(f"{keyword.lower()} {word.lower()}: lubang besar")
+            assert (command.name, command.flow) == (SUBMIT, "report")
+            made = keywords.submission(command, lang, dt.date(2026, 11, 29))
+            assert made["answers"] == {"category": choice.value, "description": "lubang besar"}
 
 
-def test_sms_keyword_meaning_two_things_is_refused(engine, tmp_path):
+def test_sms_keyword_meaning_two_things_is_refused(engine):
     class Clash(Catalog):
         def text(self, lang, msgid, **values):
             if lang == "sw" and msgid == "sms.keyword.help":
                 return "STOP"
             return super().text(lang, msgid, **values)
 
-    clash = Clash(engine.catalog._translations)
+    clash = Engine(engine.flows, Clash(engine.catalog._translations), "id")
     with pytest.raises(CatalogError, match="STOP means both"):
         Keywords(clash)
