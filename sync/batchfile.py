@@ -36,14 +36,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .errors import BatchFileError
+
 FORMAT = "kentongan-batch"
 VERSION = 1
 KINDS = ("submissions", "updates")
 HEADER = ("format", "version", "kind", "gateway", "created_at", "nonce")
-
-
-class BatchFileError(Exception):
-    """A batch file that must not be used; the message says why."""
 
 
 def _canonical(data: dict) -> bytes:

@@ -10,7 +10,12 @@ from typing import Callable, Iterator
 
 import sqlite_utils
 
+from .errors import NoFreeReference
+from .reference import new_reference
 from .seal import Sealer
+
+REFERENCE_DRAWS = 20
+"""References drawn before giving up; with 31**5 per prefix, a store this full needs a longer one."""
 
 Migration = Callable[[sqlite_utils.Database], None]
 Clock = Callable[[], dt.datetime]
@@ -71,3 +76,19 @@ class Database:
     @staticmethod
     def stamp(when: dt.datetime) -> str:
         return stamp(when)
+
+    def phone_digest(self, phone: str) -> str:
+        """The keyed digest a phone number is found by."""
+        return self.sealer.digest("phone:" + phone)
+
+    def free_reference(self, prefix: str) -> str:
+        """A reference no submission uses yet: the one place references are drawn.
+
+        Call it in the transaction that stores the submission, so that the
+        reference is still free when the row goes in.
+        """
+        for _ in range(REFERENCE_DRAWS):
+            ref = new_reference(prefix)
+            if self.db.execute("SELECT 1 FROM submissions WHERE ref = ?", [ref]).fetchone() is None:
+                return ref
+        raise NoFreeReference(f"no free reference with prefix {prefix!r} after {REFERENCE_DRAWS} draws")

@@ -23,12 +23,9 @@ States:
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
-
 from ulid import ULID
 
-if TYPE_CHECKING:
-    from .store import Store
+from .database import Database
 
 STATES = ("queued", "sending", "sent", "delivered", "failed", "dead", "expired", "suppressed")
 FINAL = frozenset({"delivered", "failed", "dead", "expired", "suppressed"})
@@ -37,7 +34,8 @@ KINDS = ("confirmation", "reply", "notice")
 RESENT = "resent after a restart: the provider may have had it already"
 
 
-def create_tables(db) -> None:
+def create_table(db) -> None:
+    """The outbox table; a schema step of the store that holds it."""
     db["outbox"].create({
         "id": str, "phone": str, "phone_hash": str, "body": str, "kind": str, "auto": int,
         "cause": str, "state": str, "attempts": int, "send_id": str, "next_attempt_at": str,
@@ -48,15 +46,12 @@ def create_tables(db) -> None:
     db["outbox"].create_index(["state", "next_attempt_at"])
     db["outbox"].create_index(["provider_id"])
     db["outbox"].create_index(["phone_hash", "auto", "created_at"])
-    db["sms_inbound"].create({"id": str, "phone_hash": str, "received_at": str}, pk="id",
-                             not_null={"phone_hash", "received_at"})
-    db["callers"].add_column("notices", int, not_null_default=1)
 
 
 class Outbox:
-    """The outbox table of a `Store`; every method joins the store's transaction."""
+    """The outbox table of a store; every method joins the store's transaction."""
 
-    def __init__(self, store: "Store"):
+    def __init__(self, store: Database):
         self._store = store
         self._db = store.db
 
@@ -64,12 +59,13 @@ class Outbox:
         return self._store.clock()
 
     def add(self, phone: str, body: str, kind: str, *, ttl: dt.timedelta, auto: bool = False,
-            cause: str | None = None, cap_per_hour: int | None = None) -> dict:
+            cause: str | None = None, cap_per_hour: int | None = None, opted_out: bool = False) -> dict:
         """Queue `body` for `phone`; return the row's id and state.
 
-        A `notice` to a number that said STOP, and an `auto` reply past
-        `cap_per_hour` automatic replies to that number in the last hour,
-        are kept as `suppressed` instead of queued: visible, never sent.
+        A `notice` to a number that `opted_out` (said STOP), and an `auto`
+        reply past `cap_per_hour` automatic replies to that number in the
+        last hour, are kept as `suppressed` instead of queued: visible, never
+        sent.
         """
         if kind not in KINDS:
             raise ValueError(f"unknown outbox kind {kind!r}")
@@ -77,7 +73,7 @@ class Outbox:
         now = self._now()
         digest = store.phone_digest(phone)
         state, reason = "queued", None
-        if kind == "notice" and not store.wants_notices(phone):
+        if kind == "notice" and opted_out:
             state, reason = "suppressed", "opted out (STOP)"
         elif auto and cap_per_hour is not None:
             recent = self._db.execute(
@@ -188,13 +184,20 @@ class Outbox:
         return {state: found.get(state, 0) for state in STATES}
 
     def messages(self, phone: str | None = None) -> list[dict]:
-        """Rows with phone and body opened, oldest first; for operators and tests."""
+        """Rows with phone and body opened, oldest first; for tests."""
         where, args = ("phone_hash = ?", [self._store.phone_digest(phone)]) if phone else (None, [])
-        rows = self._db["outbox"].rows_where(where, args, order_by="created_at, id")
-        opened = []
-        for row in rows:
-            row["phone"] = self._store.sealer.open(row["phone"])
-            row["body"] = self._store.sealer.open(row["body"])
-            del row["phone_hash"]
-            opened.append(row)
-        return opened
+        return [self._opened(row) for row in self._db["outbox"].rows_where(where, args, order_by="created_at, id")]
+
+    def latest(self, state: str | None = None, limit: int = 50) -> list[dict]:
+        """The newest rows (of one `state`), newest first, at most `limit`: only those are opened."""
+        if state is not None and state not in STATES:
+            raise ValueError(f"unknown outbox state {state!r}; known: {', '.join(STATES)}")
+        where, args = ("state = ?", [state]) if state else (None, [])
+        rows = self._db["outbox"].rows_where(where, args, order_by="created_at DESC, id DESC", limit=limit)
+        return [self._opened(row) for row in rows]
+
+    def _opened(self, row: dict) -> dict:
+        row["phone"] = self._store.sealer.open(row["phone"])
+        row["body"] = self._store.sealer.open(row["body"])
+        del row["phone_hash"]
+        return row

@@ -29,8 +29,8 @@ import sqlite_utils
 from ulid import ULID
 
 from . import outbox
-from .database import Database, stamp as _stamp, utc_now
-from .errors import AlreadyClaimed, DuplicateReference
+from .database import Clock, Database, stamp as _stamp, utc_now
+from .errors import AlreadyClaimed
 from .outbox import Outbox
 from .seal import Sealer
 
@@ -59,12 +59,19 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["callers"].create({"phone_hash": str, "language": str, "updated_at": str}, pk="phone_hash")
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    outbox.create_table(db)
+    db["sms_inbound"].create({"id": str, "phone_hash": str, "received_at": str}, pk="id",
+                             not_null={"phone_hash", "received_at"})
+    db["callers"].add_column("notices", int, not_null_default=1)
+
+
 def _v3(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
     db["submissions"].add_column("sync_reason", str)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, outbox.create_tables, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 
 
 class Store(Database):
@@ -72,22 +79,18 @@ class Store(Database):
 
     MIGRATIONS = MIGRATIONS
 
-    def __init__(self, path: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now):
+    def __init__(self, path: str | Path, sealer: Sealer, clock: Clock = utc_now):
         super().__init__(path, sealer, clock)
         self.db.execute("PRAGMA foreign_keys=ON")
         self.outbox = Outbox(self)
 
     @classmethod
-    def open(cls, data_dir: str | Path, clock: Callable[[], dt.datetime] = utc_now) -> "Store":
+    def open(cls, data_dir: str | Path, clock: Clock = utc_now) -> "Store":
         """The store in `data_dir` (`gateway.db`, sealed with `gateway.key` beside it)."""
         data_dir = Path(data_dir)
         return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock)
 
     # -- digests -----------------------------------------------------------
-
-    def phone_digest(self, phone: str) -> str:
-        """The keyed digest a phone number is found by."""
-        return self.sealer.digest("phone:" + phone)
 
     def _claim(self, service: str, answer: str, value: str) -> str:
         return self.sealer.digest(f"claim:{service}:{answer}:{value}")
@@ -196,8 +199,8 @@ class Store(Database):
                        session_id: str | None = None) -> dict:
         """Store a new submission (`service`, `ref`, `answers`, `language`, `unique`).
 
-        Raises `DuplicateReference` when `ref` is in use (draw another) and
-        `AlreadyClaimed` when a `unique` answer is; either way nothing is kept.
+        Draw `ref` with `free_reference` in the same transaction. Raises
+        `AlreadyClaimed` when a `unique` answer is in use; nothing is kept then.
         """
         now = _stamp(self.clock())
         row = {
@@ -216,8 +219,6 @@ class Store(Database):
             "updated_at": now,
         }
         with self.transaction():
-            if self.db.execute("SELECT 1 FROM submissions WHERE ref = ?", [row["ref"]]).fetchone():
-                raise DuplicateReference(row["ref"])
             claims = [self._claim(row["service"], answer, value)
                       for answer, value in sorted(submission.get("unique", {}).items())]
             for digest in claims:

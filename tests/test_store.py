@@ -1,10 +1,12 @@
 """The local store: transactions, sealing, references, claims."""
 
 import datetime as dt
+import sqlite3
 
 import pytest
 
-from sync.errors import AlreadyClaimed, DuplicateReference, KeyFileError
+from sync.database import REFERENCE_DRAWS
+from sync.errors import AlreadyClaimed, KeyFileError, NoFreeReference
 from sync.reference import ALPHABET, check_prefix, new_reference
 from sync.seal import Sealer
 from sync.store import DATABASE_NAME, KEY_FILE_NAME, Store
@@ -34,13 +36,29 @@ def test_store_uses_wal(store):
 
 def test_store_duplicate_reference_and_claim_keep_nothing(store):
     store.add_submission(SUB, phone="+6281234567890", channel="ussd")
-    with pytest.raises(DuplicateReference):
+    with pytest.raises(sqlite3.IntegrityError):  # references come from free_reference, never twice
         store.add_submission({**SUB, "unique": {}}, phone="+62812", channel="ussd")
     with pytest.raises(AlreadyClaimed):
         store.add_submission({**SUB, "ref": "K7BBBBB"}, phone="+62812", channel="ussd")
     assert store.counts()["submissions"]["total"] == 1
     assert store.taken("voter", "nik", "3201234567890123")
     assert not store.taken("permit", "nik", "3201234567890123")
+
+
+def test_store_free_reference_draws_again_past_a_taken_one(store, monkeypatch):
+    store.add_submission(SUB, phone="+6281234567890", channel="ussd")
+    draws = iter(["K7ABCDE", "K7ABCDE", "K9XYZWV"])
+    monkeypatch.setattr("sync.database.new_reference", lambda prefix: next(draws))
+    assert store.free_reference("K") == "K9XYZWV"
+
+
+def test_store_free_reference_gives_up_when_every_draw_is_taken(store, monkeypatch):
+    store.add_submission(SUB, phone="+6281234567890", channel="ussd")
+    drawn = []
+    monkeypatch.setattr("sync.database.new_reference", lambda prefix: drawn.append(prefix) or "K7ABCDE")
+    with pytest.raises(NoFreeReference, match="prefix 'K'"):
+        store.free_reference("K")
+    assert len(drawn) == REFERENCE_DRAWS
 
 
 def test_store_transaction_rolls_back_everything(store):
