@@ -40,7 +40,7 @@ def create_app(config: Config, clock: Clock = utc_now) -> web.Application:
     app[config_key] = config
     app[clock_key] = clock
     app[engine_key] = load_engine(config)
-    app[keywords_key] = Keywords(app[engine_key].catalog)
+    app[keywords_key] = Keywords(app[engine_key])
     app[rules_key] = Rules.from_config(config)
     app.cleanup_ctx.append(store_context)
     app.cleanup_ctx.append(sender_context)

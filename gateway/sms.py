@@ -15,17 +15,14 @@ from aiohttp import web
 
 from flows import Engine
 from flows.catalog import N_
-from flows.engine import STATUS_LABELS
-from flows.sms import Keywords, notice_text
+from flows.sms import SUBMIT, Command, Keywords
 from flows.validate import Invalid
-from sync.errors import DuplicateReference
-from sync.reference import new_reference, normalize_reference
 from sync.store import Store
 
+from . import turn
 from .callback import BadCallback, e164, require
 from .log import mask_phone
 from .resources import Rules, engine_key, keywords_key, rules_key, sender_key, store_key
-from .ussd import REFERENCE_ATTEMPTS, confirmation_text, status_item
 
 log = logging.getLogger(__name__)
 
@@ -51,43 +48,46 @@ def parse_inbound(form) -> Inbound:
 
 
 def sms_turn(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms: Inbound) -> str | None:
-    """Act on one incoming SMS and queue the reply; None when this id was handled before."""
+    """Act on one incoming SMS and queue the answer; None when this id was handled before.
+
+    Returns the state of the SMS queued in answer (`queued`, or `suppressed`
+    past the hourly cap on automatic replies).
+    """
     with store.transaction():
         if not store.record_inbound(sms.id, sms.phone):
             return None
         command = keywords.parse(sms.text)
-        saved = store.language(sms.phone)
-        lang = next(l for l in (saved, command.lang, rules.default_language) if l in engine.languages)
-        reply = _answer(store, engine, keywords, rules, sms, command.name, command.argument, lang)
+        lang = turn.language_of(store, engine, rules, sms.phone, command.lang)
+        if command.name == SUBMIT:
+            made = keywords.submission(command, lang, store.clock().date())
+            if not isinstance(made, Invalid):
+                # The confirmation is the answer: a reference is never held back by the cap.
+                turn.submit(store, engine, rules, made, phone=sms.phone, channel="sms", cause=sms.id)
+                log.info("sms %s from %s: %s", sms.id, mask_phone(sms.phone), command.flow)
+                return "queued"
+            reply = engine.catalog.text(lang, made.reason, **made.values)
+        else:
+            reply = _answer(store, engine, command, lang, sms.phone)
         queued = store.outbox.add(sms.phone, reply, "reply", ttl=rules.sms_ttl, auto=True, cause=sms.id,
                                   cap_per_hour=rules.auto_reply_cap)
     log.info("sms %s from %s: %s, reply %s", sms.id, mask_phone(sms.phone), command.name, queued["state"])
     return queued["state"]
 
 
-def _answer(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms: Inbound,
-            name: str, argument: str, lang: str) -> str:
+def _answer(store: Store, engine: Engine, command: Command, lang: str, phone: str) -> str:
+    """The reply to every command but a submission."""
     text = engine.catalog.text
-    if name == "status":
-        if not argument:
-            found = store.recent_submissions(sms.phone, 1)
-            return engine.status_line(status_item(found[0]), lang) if found else text(lang, "status.none")
-        row = store.find_submission(normalize_reference(argument), sms.phone)
-        return engine.status_line(status_item(row), lang) if row else text(lang, "status.not_found")
-    if name == "report":
-        return _report(store, engine, keywords, rules, sms, argument, lang)
-    if name == "language":
-        chosen = _language(engine, argument)
+    if command.name == "status":
+        return turn.status_text(store, engine, phone, command.argument, lang)
+    if command.name == "language":
+        chosen = _language(engine, command.argument)
         if chosen is None:
             return text(lang, N_("sms.language.usage"))
-        store.set_language(sms.phone, chosen)
+        turn.set_language(store, phone, chosen)
         return text(chosen, "language.saved", language=engine.catalog.language_name(chosen))
-    if name == "stop":
-        store.set_notices(sms.phone, False)
-        return text(lang, N_("sms.stop.done"))
-    if name == "start":
-        store.set_notices(sms.phone, True)
-        return text(lang, N_("sms.start.done"))
+    if command.name in ("stop", "start"):
+        store.set_notices(phone, command.name == "start")
+        return text(lang, N_("sms.stop.done") if command.name == "stop" else N_("sms.start.done"))
     return text(lang, N_("sms.help"))
 
 
@@ -97,49 +97,6 @@ def _language(engine: Engine, argument: str) -> str | None:
         if wanted in (code.lower(), engine.catalog.language_name(code).lower()):
             return code
     return None
-
-
-def _report(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms: Inbound,
-            argument: str, lang: str) -> str:
-    """`LAPOR <category> <description>`: the same submission the USSD report makes."""
-    word, _, description = argument.partition(" ")
-    category = keywords.category(word)
-    if category is None or not description.strip():
-        return engine.catalog.text(lang, N_("sms.report.usage"))
-    flow = engine.flows["report"]
-    outcome = flow.saved_by("description").validator(description, store.clock().date())
-    if isinstance(outcome, Invalid):
-        return engine.catalog.text(lang, outcome.reason, **outcome.values)
-    for _ in range(REFERENCE_ATTEMPTS):
-        submission = {"service": flow.name, "ref": new_reference(rules.ref_prefix), "language": lang,
-                      "answers": {"category": category, "description": outcome.value}, "unique": {}}
-        try:
-            store.add_submission(submission, phone=sms.phone, channel="sms")
-        except DuplicateReference:
-            continue
-        log.info("submission %s (report) by SMS from %s", submission["ref"], mask_phone(sms.phone))
-        return confirmation_text(engine, submission)
-    raise DuplicateReference(f"no free reference after {REFERENCE_ATTEMPTS} draws")
-
-
-def change_status(store: Store, engine: Engine, rules: Rules, ref: str, status: str, note: str = "") -> str | None:
-    """Set a submission's status and queue the notice to its phone, in one transaction.
-
-    Returns the notice's outbox state (`queued`, or `suppressed` after STOP),
-    or None when nothing changed.
-    """
-    with store.transaction():
-        changed = store.set_status(ref, status)
-        if changed is None:
-            return None
-        lang = next(l for l in (store.language(changed["phone"]), changed["language"], rules.default_language)
-                    if l in engine.languages)
-        flow = engine.flows.get(changed["service"])
-        text = notice_text(engine.catalog, lang, ref=ref,
-                           service=engine.catalog.text(lang, flow.title) if flow else changed["service"],
-                           status=engine.catalog.text(lang, STATUS_LABELS[status]), note=note)
-        queued = store.outbox.add(changed["phone"], text, "notice", ttl=rules.sms_ttl, cause=f"{ref}:{status}")
-    return queued["state"]
 
 
 async def inbound_callback(request: web.Request) -> web.Response:

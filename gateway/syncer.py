@@ -29,7 +29,7 @@ from sync.store import Store, utc_now
 from sync.thread import StoreThread
 
 from .resources import Rules
-from .sms import change_status
+from .turn import change_status
 
 log = logging.getLogger(__name__)
 

@@ -15,17 +15,15 @@ turn confirms one), commit, then answer.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from flows import Context, Engine, FlowError, Turn
-from sync.errors import DuplicateReference
-from sync.reference import new_reference, normalize_reference
+from flows import Context, Engine, SessionOutdated, Turn
 from sync.store import Store
 
+from . import turn
 from .callback import BadCallback, e164, require
 from .log import mask_phone
 from .resources import Rules, engine_key, rules_key, sender_key, store_key
@@ -34,7 +32,6 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT = 2000
 MAX_ID = 128
-REFERENCE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -75,116 +72,59 @@ def newest_input(history: str, text: str) -> str | None:
     return None
 
 
-class _Lookup:
-    """The engine's window on the store, bound to one caller."""
-
-    def __init__(self, store: Store, phone: str):
-        self._store = store
-        self._phone = phone
-
-    def taken(self, service: str, answer: str, value: str) -> bool:
-        return self._store.taken(service, answer, value)
-
-    def recent(self, limit: int) -> list[dict]:
-        return [status_item(row) for row in self._store.recent_submissions(self._phone, limit)]
-
-    def find(self, ref: str) -> dict | None:
-        row = self._store.find_submission(normalize_reference(ref), self._phone)
-        return status_item(row) if row else None
-
-
-def status_item(row: dict) -> dict:
-    """A store row as the engine shows it: with `created` as a date."""
-    return {**row, "created": dt.datetime.fromisoformat(row["created_at"]).date()}
-
-
 def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop) -> str:
     """Answer one hop; runs in the store's thread, all in one transaction."""
-    ctx = Context(today=store.clock().date(), lookup=_Lookup(store, hop.phone),
-                  new_reference=lambda: new_reference(rules.ref_prefix))
+    ctx = turn.context(store, rules, hop.phone)
     with store.transaction():
         saved = store.session(hop.session_id)
         if saved is not None and saved["phone_hash"] != store.phone_digest(hop.phone):
             raise BadCallback("sessionId belongs to another phoneNumber")
-        if saved is not None:
-            if saved["done"] or hop.text == saved["history"]:
-                return saved["response"]
+        if saved is None:
+            step = _first_turn(store, engine, rules, hop, ctx)
+        elif saved["done"] or hop.text == saved["history"]:
+            return saved["response"]
+        else:
             newest = newest_input(saved["history"], hop.text)
             if newest is None:
                 log.warning("session %s: text does not continue its history; answering the last screen again",
                             hop.session_id)
                 return saved["response"]
-
-            def step() -> Turn:
-                try:
-                    return engine.resume(saved["state"], newest, ctx)
-                except FlowError as error:
-                    # Saved under menus that have changed since: start again.
-                    log.warning("session %s: %s; back to the main menu", hop.session_id, error)
-                    return engine.start(saved["state"].get("lang", rules.default_language), ctx)
-        else:
-            def step() -> Turn:
-                return _first_turn(store, engine, rules, hop, ctx)
-
-        turn = _commit(store, engine, rules, hop, step)
-        body = ("END " if turn.done else "CON ") + turn.text
+            try:
+                step = engine.resume(saved["state"], newest, ctx)
+            except SessionOutdated as error:
+                log.warning("session %s: %s; back to the main menu", hop.session_id, error)
+                step = engine.start(saved["state"].get("lang", rules.default_language), ctx)
+        if step.submission is not None:
+            turn.submit(store, engine, rules, step.submission, phone=hop.phone, channel="ussd",
+                        session_id=hop.session_id)
+        if step.language is not None:
+            turn.set_language(store, hop.phone, step.language)
+        body = ("END " if step.done else "CON ") + step.text
         store.save_session(hop.session_id, phone=hop.phone, service_code=hop.service_code,
-                           state=turn.session, history=hop.text, response=body, done=turn.done,
-                           resumable=engine.resumable(turn.session))
-    if turn.submission is not None:
-        log.info("submission %s (%s) from %s", turn.submission["ref"], turn.submission["service"],
-                 mask_phone(hop.phone))
-    log.debug("ussd %s %s: %s/%s%s", hop.session_id, mask_phone(hop.phone), turn.session["flow"],
-             turn.session["screen"], " (end)" if turn.done else "")
+                           state=step.session, history=hop.text, response=body, done=step.done,
+                           resumable=engine.resumable(step.session))
+    log.debug("ussd %s %s: %s/%s%s", hop.session_id, mask_phone(hop.phone), step.session["flow"],
+              step.session["screen"], " (end)" if step.done else "")
     return body
 
 
 def _first_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, ctx: Context) -> Turn:
-    language = store.language(hop.phone) or rules.default_language
+    language = turn.language_of(store, engine, rules, hop.phone)
     if hop.text:
         # A session we never saw begin (lost, or begun at another gateway):
         # replay its history from the main menu.
-        turn = engine.start(language, ctx)
+        step = engine.start(language, ctx)
         for piece in hop.text.split("*"):
-            if turn.done:
+            if step.done:
                 break
-            turn = engine.resume(turn.session, piece, ctx)
-        return turn
+            step = engine.resume(step.session, piece, ctx)
+        return step
     dropped = None
     if rules.resume_window:
         dropped = store.resumable_session(hop.phone, rules.resume_window, exclude=hop.session_id)
     if dropped is not None:
         store.forget_resumable(hop.phone, exclude=hop.session_id)
     return engine.start(language, ctx, saved=dropped[1] if dropped else None)
-
-
-def _commit(store: Store, engine: Engine, rules: Rules, hop: Hop, step) -> Turn:
-    """Run `step` and store what it decided; draw a new reference if the first one is taken.
-
-    A submission and its confirmation SMS are written together, in the
-    caller's transaction.
-    """
-    for _ in range(REFERENCE_ATTEMPTS):
-        turn = step()
-        if turn.submission is not None:
-            try:
-                added = store.add_submission(turn.submission, phone=hop.phone, channel="ussd",
-                                             session_id=hop.session_id)
-            except DuplicateReference:
-                continue
-            text = confirmation_text(engine, turn.submission)
-            store.outbox.add(hop.phone, text, "confirmation", ttl=rules.sms_ttl, cause=added["id"])
-        if turn.language is not None:
-            store.set_language(hop.phone, turn.language)
-        return turn
-    raise DuplicateReference(f"no free reference after {REFERENCE_ATTEMPTS} draws")
-
-
-def confirmation_text(engine: Engine, submission: dict) -> str:
-    """The SMS that confirms a submission, in the language it was made in."""
-    lang = submission["language"]
-    title = engine.catalog.text(lang, engine.flows[submission["service"]].title)
-    return engine.catalog.text(lang, "sms.confirmation", service=title, ref=submission["ref"])
 
 
 async def ussd_callback(request: web.Request) -> web.Response:

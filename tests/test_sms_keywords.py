@@ -6,7 +6,7 @@ import pytest
 
 from conftest import PHONE, eventually
 from gateway.resources import engine_key, rules_key, store_key
-from gateway.sms import change_status
+from gateway.turn import change_status
 from test_sms import outbox, report_by_ussd, reply_to, sent, sms
 
 OTHER = "+254711082300"
@@ -131,7 +131,7 @@ async def test_sms_same_id_twice_is_handled_once(sms_gateway, standin):
     assert first[0] == second[0] == 200 and "already handled" in second[1]
     await sent(sms_gateway)
     assert len(await submissions(sms_gateway)) == 1
-    assert len([r for r in await outbox(sms_gateway) if r["kind"] == "reply"]) == 1
+    assert len([r for r in await outbox(sms_gateway) if r["kind"] == "confirmation"]) == 1
 
 
 async def test_sms_automatic_replies_are_capped_per_number(sms_gateway, standin):

@@ -1,0 +1,124 @@
+"""One turn for every channel: submit, look up a status, choose a language, change a status.
+
+USSD (`ussd.py`), SMS (`sms.py`) and the kiosk's assisted entry all come
+here, so that a submission is stored the same way whoever typed it: in the
+store's thread, inside the caller's transaction, with its confirmation SMS
+queued in that same transaction. A reference is drawn free from the store
+(`Store.free_reference`) in that transaction too, so a turn is never re-run
+because its reference was taken.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from flows import Context, Engine
+from flows.engine import STATUS_LABELS
+from flows.sms import notice_text
+from sync.reference import normalize_reference
+from sync.store import Store
+
+from .log import mask_phone
+from .resources import Rules
+
+log = logging.getLogger(__name__)
+
+
+class Lookup:
+    """The engine's window on the store, bound to one caller: what it may ask about submissions."""
+
+    def __init__(self, store: Store, phone: str):
+        self._store = store
+        self._phone = phone
+
+    def taken(self, service: str, answer: str, value: str) -> bool:
+        return self._store.taken(service, answer, value)
+
+    def recent(self, limit: int) -> list[dict]:
+        return [_status_item(row) for row in self._store.recent_submissions(self._phone, limit)]
+
+    def find(self, ref: str) -> dict | None:
+        row = self._store.find_submission(normalize_reference(ref), self._phone)
+        return _status_item(row) if row else None
+
+
+def _status_item(row: dict) -> dict:
+    """A store row as the engine shows it: with `created` as a date."""
+    return {**row, "created": dt.datetime.fromisoformat(row["created_at"]).date()}
+
+
+def context(store: Store, rules: Rules, phone: str) -> Context:
+    """What the engine is handed for one turn of `phone`; references come free from the store."""
+    return Context(today=store.clock().date(), lookup=Lookup(store, phone),
+                   new_reference=lambda: store.free_reference(rules.ref_prefix))
+
+
+def language_of(store: Store, engine: Engine, rules: Rules, phone: str, *fallbacks: str | None) -> str:
+    """The language to answer `phone` in: the one it chose, else the first usable fallback, else the default."""
+    for lang in (store.language(phone), *fallbacks):
+        if lang in engine.languages:
+            return lang
+    return rules.default_language
+
+
+def submit(store: Store, engine: Engine, rules: Rules, submission: dict, *, phone: str, channel: str,
+           session_id: str | None = None, cause: str | None = None) -> dict:
+    """Store `submission` and queue its confirmation SMS, in one transaction; return it with its `ref`.
+
+    A submission without a `ref` gets one drawn free from the store. The
+    confirmation's `cause` is the submission's id unless one is given (the
+    incoming SMS that asked for it). Raises `sync.errors.AlreadyClaimed`
+    (nothing kept) when a unique answer is taken.
+    """
+    with store.transaction():
+        submission = {**submission, "ref": submission.get("ref") or store.free_reference(rules.ref_prefix)}
+        added = store.add_submission(submission, phone=phone, channel=channel, session_id=session_id)
+        store.outbox.add(phone, confirmation_text(engine, submission), "confirmation", ttl=rules.sms_ttl,
+                         cause=cause or added["id"])
+    log.info("submission %s (%s) by %s from %s", submission["ref"], submission["service"], channel,
+             mask_phone(phone))
+    return submission
+
+
+def confirmation_text(engine: Engine, submission: dict) -> str:
+    """The SMS that confirms a submission, in the language it was made in."""
+    lang = submission["language"]
+    title = engine.catalog.text(lang, engine.flows[submission["service"]].title)
+    return engine.catalog.text(lang, "sms.confirmation", service=title, ref=submission["ref"])
+
+
+def status_text(store: Store, engine: Engine, phone: str, ref: str, lang: str) -> str:
+    """One line on the submission `ref` made by `phone` (its latest when `ref` is empty), in `lang`."""
+    lookup = Lookup(store, phone)
+    if ref:
+        found = lookup.find(ref)
+        return engine.status_line(found, lang) if found else engine.catalog.text(lang, "status.not_found")
+    latest = lookup.recent(1)
+    return engine.status_line(latest[0], lang) if latest else engine.catalog.text(lang, "status.none")
+
+
+def set_language(store: Store, phone: str, lang: str) -> None:
+    """Every later session and SMS of `phone` is in `lang`."""
+    store.set_language(phone, lang)
+
+
+def change_status(store: Store, engine: Engine, rules: Rules, ref: str, status: str, note: str = "") -> str | None:
+    """Set a submission's status and queue the notice to its phone, in one transaction.
+
+    Returns the notice's outbox state (`queued`, or `suppressed` after STOP),
+    or None when nothing changed.
+    """
+    with store.transaction():
+        changed = store.set_status(ref, status)
+        if changed is None:
+            return None
+        phone = changed["phone"]
+        lang = language_of(store, engine, rules, phone, changed["language"])
+        flow = engine.flows.get(changed["service"])
+        text = notice_text(engine.catalog, lang, ref=ref,
+                           service=engine.catalog.text(lang, flow.title) if flow else changed["service"],
+                           status=engine.catalog.text(lang, STATUS_LABELS[status]), note=note)
+        queued = store.outbox.add(phone, text, "notice", ttl=rules.sms_ttl, cause=f"{ref}:{status}",
+                                  opted_out=not store.wants_notices(phone))
+    return queued["state"]
