@@ -6,9 +6,7 @@ import functools
 
 import phonenumbers
 
-
-class BadCallback(ValueError):
-    """A callback whose fields are missing or malformed; the message is the reason (a 400)."""
+from .errors import BadCallback
 
 
 def require(form, *names: str) -> None:

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
-
 from urllib.parse import urlsplit
 
 import yaml
 
 from sync.reference import check_prefix
+
+from .errors import ConfigError
 
 DEFAULT_CONFIG = Path("config.yaml")
 ENV_PREFIX = "KENTONGAN_"
@@ -35,10 +36,6 @@ NON_SETTING_VARIABLES: Mapping[str, str] = MappingProxyType({
     "KENTONGAN_REQUIRE_BROWSER": "Browser tests fail instead of skipping when Chromium is absent.",
     "KENTONGAN_REGEN_TRANSCRIPTS": "With 1, the USSD tests rewrite the golden transcripts in tests/transcripts/.",
 })
-
-
-class ConfigError(Exception):
-    """A setting is unknown or has a bad value; the message names it."""
 
 
 def _string(value: Any) -> str:
