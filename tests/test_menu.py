@@ -46,6 +46,77 @@ BROKEN = [
 ]
 
 
+# A flow an SMS can submit: `DEMO <word> <text>`.
+WORDED = """
+spec_version: 1
+flow: demo
+title: demo.title
+submits: true
+sms: {keyword: demo.keyword, usage: demo.usage}
+start: pick
+screens:
+  pick:
+    kind: menu
+    text: demo.pick
+    save: kind
+    next: where
+    choices:
+      - {label: demo.a, value: a, sms_word: demo.word_a}
+      - {label: demo.b, value: b, sms_word: demo.word_b}
+  where:
+    kind: input
+    text: demo.where
+    validate: {type: text, max: 10}
+    save: place
+    role: address
+    next: what
+  what:
+    kind: input
+    text: demo.what
+    validate: {type: text, max: 10}
+    save: words
+    role: description
+    next: done
+  done:
+    kind: end
+    text: demo.done
+    action: submit
+"""
+
+WORDED_BROKEN = [
+    ("role: address", "role: colour", "screen 'where': 'role' must be one of address, description"),
+    ("role: address", "role: description", "screen 'what': role 'description' is already screen 'where's"),
+    ("    role: description\n", "", "'sms': needs an input screen with 'role: description'"),
+    (", sms_word: demo.word_b", "", "screen 'pick': give every choice an 'sms_word'"),
+    ("    save: kind\n", "", "screen 'pick': give every choice an 'sms_word', and 'save' the answer"),
+    ("submits: true\nsms: {keyword: demo.keyword, usage: demo.usage}", "submits: false",
+     "'role' in a flow without 'submits: true'"),
+    ("{keyword: demo.keyword, usage: demo.usage}", "{keyword: demo.keyword}",
+     "'sms' must be a mapping with 'keyword' and 'usage'"),
+    (", sms_word: demo.word_a", ", sms_word: ''", "choice 1: 'sms_word' must be a catalog message id"),
+]
+
+
+def test_menu_roles_and_sms_words_are_read_from_the_file(tmp_path):
+    flow = load_flow(write(tmp_path, WORDED))
+    assert (flow.role("address").save, flow.role("description").save) == ("place", "words")
+    assert (flow.sms.keyword, flow.sms.usage, flow.sms.choose, flow.sms.describe) == (
+        "demo.keyword", "demo.usage", "kind", "words")
+    assert [c.sms_word for c in flow.screens["pick"].choices] == ["demo.word_a", "demo.word_b"]
+
+
+@pytest.mark.parametrize("old, new, expected", WORDED_BROKEN)
+def test_menu_broken_roles_and_sms_words_are_refused(tmp_path, old, new, expected):
+    assert old in WORDED
+    text = WORDED.replace(old, new, 1)
+    if "submits: false" in text:
+        text = text.replace("    action: submit\n", "")
+    write(tmp_path, text)
+    with pytest.raises(MenuError) as caught:
+        load_flow(tmp_path / "demo.yaml")
+    assert expected in str(caught.value) and "demo.yaml" in str(caught.value)
+
+
 def write(folder, text, name="demo"):
     (folder / f"{name}.yaml").write_text(textwrap.dedent(text))
     return folder / f"{name}.yaml"
