@@ -7,7 +7,11 @@ store transaction: the statuses, their SMS notices, and the new cursor, so a
 notice is queued exactly once however often a round is cut short.
 
 In `kentongan serve` a round runs every `sync.interval_seconds` while the
-link is up and backs off exponentially (with jitter) while it is down;
+link is up and backs off exponentially (with jitter) while it is down
+(`LinkError`, which heals by itself). When the central backend refuses this
+gateway (`Refused`: wrong secret, unknown gateway id, clock far off) no fast
+retry can help: the worker logs it once, keeps the words for `kentongan
+status`, and tries again only hourly until a person fixes it.
 `kentongan sync` runs one round now.
 """
 
@@ -18,14 +22,15 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
 from flows import Engine
-from sync.client import SyncClient, SyncError
-from sync.store import Store, utc_now
+from sync.client import SyncClient
+from sync.errors import LinkError, Refused, SyncError
+from sync.store import Store
 from sync.thread import StoreThread
 
 from .resources import Rules
@@ -34,6 +39,8 @@ from .turn import change_status
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 3600.0
+REFUSED_RETRY_SECONDS = 3600.0
+"""How often a refused gateway asks again: rarely, since only a person can fix it."""
 
 
 @dataclass
@@ -91,7 +98,12 @@ class Syncer:
         self.on_notices = on_notices
 
     async def round(self, progress: Callable[[int, int], None] = lambda items, size: None) -> Summary:
-        """Push everything pending, then pull every update; raise `SyncError` when the link fails."""
+        """Push everything pending, then pull every update.
+
+        Raises `LinkError` when the link fails and `Refused` when the central
+        backend refuses this gateway; either way what was done stays done,
+        and the error is kept for `kentongan status`.
+        """
         summary = Summary()
         began = time.monotonic()
         async with aiohttp.ClientSession() as http:
@@ -120,41 +132,69 @@ class Syncer:
                     summary.updates += applied
                     summary.notices += notices
                     if cursor <= since:
-                        raise SyncError(f"the central backend's cursor went backwards ({since} -> {cursor})")
+                        raise LinkError(f"the central backend's cursor went backwards ({since} -> {cursor})")
                     since = cursor
             except SyncError as error:
-                message = str(error)
-                await self.store.call(lambda s: s.set_meta(sync_last_error=message,
-                                                           sync_last_error_at=utc_now().isoformat(timespec="seconds")))
+                await self.store.call(_record_failure, error)
                 raise
             finally:
                 summary.seconds = time.monotonic() - began
                 if summary.notices:
                     self.on_notices()
-        await self.store.call(lambda s: s.set_meta(sync_last_success=utc_now().isoformat(timespec="seconds")))
+        await self.store.call(_record_success)
         if summary.pushed or summary.updates:
             log.info("sync: %d pushed (%d new, %d duplicate, %d rejected, %d bytes), %d updates",
                      summary.pushed, summary.accepted, summary.duplicate, summary.rejected,
                      summary.wire_bytes, summary.updates)
         return summary
 
-    async def run(self, interval: float) -> None:
-        """Rounds forever: every `interval` while the link is up, backing off while it is down."""
+    async def run(self, interval: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """Rounds forever: every `interval` while the link is up, backing off while it is down.
+
+        `sleep` waits between rounds; tests hand in one they control.
+        """
         failures = 0
+        refused: str | None = None
         while True:
             try:
                 await self.round()
-                failures = 0
-                delay = interval
-            except SyncError as error:
-                failures += 1
-                ceiling = min(MAX_BACKOFF_SECONDS, interval * 2 ** failures)
-                delay = random.uniform(ceiling / 2, ceiling)
+            except Refused as error:
+                if str(error) != refused:  # once, not every round
+                    log.warning("sync refused: %s; asking again hourly until the setting is fixed", error)
+                refused, failures = str(error), 0
+                delay = REFUSED_RETRY_SECONDS
+            except LinkError as error:
+                refused, failures = None, failures + 1
+                delay = backoff(failures, interval)
                 log.warning("sync failed (%s); next try in %.0f s", error, delay)
             except Exception:
                 log.exception("sync round crashed")
+                failures += 1
+                delay = backoff(failures, interval)
+            else:
+                if refused:
+                    log.info("sync works again: the central backend accepts this gateway")
+                refused, failures = None, 0
                 delay = interval
-            await asyncio.sleep(delay)
+            await sleep(delay)
+
+
+def backoff(failures: int, interval: float) -> float:
+    """Seconds to the next round: `interval` after a success, else exponential with jitter up to an hour."""
+    if not failures:
+        return interval
+    ceiling = min(MAX_BACKOFF_SECONDS, interval * 2 ** failures)
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _record_failure(store: Store, error: SyncError) -> None:
+    now = store.clock().isoformat(timespec="seconds")
+    store.set_meta(sync_last_error=str(error), sync_last_error_at=now,
+                   sync_refused=str(error) if isinstance(error, Refused) else None)
+
+
+def _record_success(store: Store) -> None:
+    store.set_meta(sync_last_success=store.clock().isoformat(timespec="seconds"), sync_refused=None)
 
 
 async def syncer_context(app: web.Application) -> AsyncIterator[None]:

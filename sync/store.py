@@ -336,4 +336,5 @@ class Store(Database):
                          "rejected": by_sync.get("rejected", 0),
                          "last_success": self.meta("sync_last_success"),
                          "last_error": self.meta("sync_last_error"),
+                         "refused": self.meta("sync_refused"),
                          "last_error_at": self.meta("sync_last_error_at")}}

@@ -1,0 +1,135 @@
+"""The sync worker: backs off while the link is down, stops fast retries when refused, and says why."""
+
+import asyncio
+import datetime as dt
+
+import pytest
+from aiohttp import web
+
+from conftest import PHONE, free_port
+from flows import Engine
+from gateway.config import data_root
+from gateway.resources import Rules
+from gateway.syncer import REFUSED_RETRY_SECONDS, Syncer
+from gateway.turn import submit
+from sync.central import CentralConfig, create_central_app
+from sync.errors import Refused
+from sync.store import Store
+from sync.thread import StoreThread
+
+SECRET = "the-right-secret"
+INTERVAL = 1.0
+RULES = Rules(default_language="id", resume_window=dt.timedelta(minutes=5), ref_prefix="K",
+              sms_ttl=dt.timedelta(hours=24), auto_reply_cap=5)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine.load(data_root() / "menus", data_root() / "locale", ["id", "en", "sw"], "id")
+
+
+class Pacer:
+    """Stands in for asyncio.sleep: records each delay the worker asks for and holds it there until released."""
+
+    def __init__(self):
+        self.asked = asyncio.Queue()
+        self.go = asyncio.Queue()
+
+    async def __call__(self, seconds):
+        await self.asked.put(seconds)
+        await self.go.get()
+
+    async def next_delay(self, release_previous=True):
+        if release_previous:
+            self.go.put_nowait(None)
+        return await asyncio.wait_for(self.asked.get(), 15)
+
+
+async def start_central(data_dir, engine, port):
+    config = CentralConfig(data_dir=data_dir, staff_token="staff", forms=engine.forms("en"),
+                           gateways={"desa-1": SECRET})
+    runner = web.AppRunner(create_central_app(config))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+@pytest.fixture
+async def store(tmp_path, engine):
+    thread = await StoreThread.open(Store.open, tmp_path / "gw")
+    report = {"service": "report", "language": "id", "unique": {},
+              "answers": {"category": "road", "location": "Dusun Kidul", "description": "Jalan berlubang"}}
+    await thread.call(lambda s: submit(s, engine, RULES, report, phone=PHONE, channel="ussd"))
+    yield thread
+    thread.close()
+
+
+def syncer(store, engine, port, secret=SECRET):
+    return Syncer(store, engine, RULES, url=f"http://127.0.0.1:{port}", gateway_id="desa-1", secret=secret,
+                  batch_size=10, timeout=5)
+
+
+async def sync_state(store):
+    return (await store.call(lambda s: s.counts()))["sync"]
+
+
+async def test_syncer_backs_off_while_down_and_catches_up(tmp_path, engine, store, caplog):
+    port = free_port()
+    pacer = Pacer()
+    worker = asyncio.create_task(syncer(store, engine, port).run(INTERVAL, sleep=pacer))
+    try:
+        delays = [await pacer.next_delay(release_previous=False)]
+        delays += [await pacer.next_delay() for _ in range(3)]
+        for failures, delay in enumerate(delays, 1):  # doubling, with jitter: within [ceiling/2, ceiling]
+            assert INTERVAL * 2 ** failures / 2 <= delay <= INTERVAL * 2 ** failures
+        assert caplog.text.count("sync failed") == 4
+        assert "central backend unreachable" in (await sync_state(store))["last_error"]
+        runner = await start_central(tmp_path / "central", engine, port)
+        try:
+            assert await pacer.next_delay() == INTERVAL  # back to the normal pace once it worked
+            state = await sync_state(store)
+            assert (state["pending"], state["sent"], state["refused"]) == (0, 1, None)
+        finally:
+            await runner.cleanup()
+    finally:
+        worker.cancel()
+
+
+async def test_syncer_refused_secret_stops_fast_retries_says_why_and_logs_once(tmp_path, engine, store, caplog):
+    caplog.set_level("INFO", logger="gateway.syncer")
+    port = free_port()
+    runner = await start_central(tmp_path / "central", engine, port)
+    pacer = Pacer()
+    wrong = syncer(store, engine, port, secret="a-wrong-secret")
+    worker = asyncio.create_task(wrong.run(INTERVAL, sleep=pacer))
+    try:
+        delays = [await pacer.next_delay(release_previous=False)]
+        delays += [await pacer.next_delay() for _ in range(2)]
+        assert delays == [REFUSED_RETRY_SECONDS] * 3
+        state = await sync_state(store)
+        assert state["refused"].startswith("central refuses this gateway's secret")
+        assert state["pending"] == 1
+        assert caplog.text.count("sync refused") == 1
+
+        wrong.secret = SECRET  # an operator fixes sync.secret
+        assert await pacer.next_delay() == INTERVAL
+        state = await sync_state(store)
+        assert (state["refused"], state["sent"]) == (None, 1)
+        assert "sync works again" in caplog.text
+    finally:
+        worker.cancel()
+        await runner.cleanup()
+
+
+async def test_syncer_unknown_gateway_is_refused_in_words(tmp_path, engine, store):
+    port = free_port()
+    runner = await start_central(tmp_path / "central", engine, port)
+    stranger = syncer(store, engine, port)
+    stranger.gateway_id = "desa-9"
+    try:
+        with pytest.raises(Refused) as caught:
+            await stranger.round()
+        assert caught.value.code == "unknown-gateway"
+        assert (await sync_state(store))["refused"].startswith("central does not know this gateway")
+    finally:
+        await runner.cleanup()
