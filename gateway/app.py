@@ -6,14 +6,19 @@ import asyncio
 import datetime as dt
 import hmac
 import logging
+import signal
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 from aiohttp import web
 
+from flows import Engine
 from flows.catalog import N_
 from flows.sms import Keywords
+from sync.central import create_central_app
 from sync.database import Clock, utc_now
 
+from .central import central_config
 from .config import Config
 from .resources import (Rules, clock_key, config_key, engine_key, in_background, keywords_key, load_engine,
                         rules_key, store_context, store_key)
@@ -30,8 +35,8 @@ KEEP_INBOUND_IDS = dt.timedelta(days=7)
 CALLBACK_PREFIXES = ("/ussd/", "/sms/")
 
 
-def create_app(config: Config, clock: Clock = utc_now) -> web.Application:
-    """Build the app; menus and catalogs are loaded and checked here, once.
+def create_app(config: Config, clock: Clock = utc_now, engine: Engine | None = None) -> web.Application:
+    """Build the app; menus and catalogs are loaded and checked here, once (unless `engine` is given).
 
     `clock` is what the store reads as now: tests hand in one they move.
     """
@@ -39,7 +44,7 @@ def create_app(config: Config, clock: Clock = utc_now) -> web.Application:
                           client_max_size=MAX_BODY)
     app[config_key] = config
     app[clock_key] = clock
-    app[engine_key] = load_engine(config)
+    app[engine_key] = engine or load_engine(config)
     app[keywords_key] = Keywords(app[engine_key])
     app[rules_key] = Rules.from_config(config)
     app.cleanup_ctx.append(store_context)
@@ -48,6 +53,52 @@ def create_app(config: Config, clock: Clock = utc_now) -> web.Application:
     app.cleanup_ctx.append(housekeeping_context)
     setup_routes(app)
     return app
+
+
+@dataclass(frozen=True)
+class Served:
+    """One app `kentongan serve` runs, and where."""
+
+    name: str
+    app: web.Application
+    host: str
+    port: int
+
+
+def create_apps(config: Config, engine: Engine) -> list[Served]:
+    """What `kentongan serve` runs: the gateway, and with `central.embedded` the central backend first.
+
+    First, so that the gateway's first sync round finds it up.
+    """
+    apps = [Served("gateway", create_app(config, engine=engine), config["gateway.host"], config["gateway.port"])]
+    if config["central.embedded"]:
+        central = create_central_app(central_config(config, engine))
+        apps.insert(0, Served("central backend", central, config["central.host"], config["central.port"]))
+    return apps
+
+
+def run_apps(apps: list[Served]) -> None:
+    """Serve `apps` on one event loop until SIGINT or SIGTERM; raises OSError when a port is taken."""
+
+    async def serve_all() -> None:
+        runners = []
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            for served in apps:
+                runner = web.AppRunner(served.app, access_log=None)
+                await runner.setup()
+                runners.append(runner)
+                await web.TCPSite(runner, served.host, served.port).start()
+                log.info("%s on http://%s:%d", served.name, served.host, served.port)
+            await stop.wait()
+        finally:
+            for runner in reversed(runners):
+                await runner.cleanup()
+
+    asyncio.run(serve_all())
 
 
 def setup_routes(app: web.Application) -> None:

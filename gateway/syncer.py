@@ -22,23 +22,27 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
 from flows import Engine
+from sync import batchfile
 from sync.client import SyncClient
-from sync.errors import LinkError, Refused, SyncError
+from sync.errors import BatchFileError, LinkError, Refused, SyncError
 from sync.store import Store
 from sync.thread import StoreThread
 
+from .config import Config
 from .resources import Rules
 from .turn import change_status
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 3600.0
+EXPORT_PAGE = 1000
 REFUSED_RETRY_SECONDS = 3600.0
 """How often a refused gateway asks again: rarely, since only a person can fix it."""
 
@@ -82,6 +86,38 @@ def apply_updates(store: Store, engine: Engine, rules: Rules, updates: list[dict
             applied += 1
         store.set_meta(sync_cursor=cursor)
     return applied, notices
+
+
+def export_file(store: Store, gateway_id: str, secret: str, path: str | Path) -> tuple[int, int]:
+    """Write every unsynced submission into one sealed batch file; return (submissions, bytes).
+
+    They stay pending until the central backend's answer file is imported.
+    """
+    items, after = [], ""
+    while batch := store.pending_submissions(EXPORT_PAGE, after):
+        items += batch
+        after = batch[-1]["id"]
+    try:
+        size = batchfile.write(path, "submissions", gateway_id, secret, {"items": items})
+    except OSError as error:
+        raise BatchFileError(f"cannot write {path}: {error.strerror}") from None
+    return len(items), size
+
+
+def import_file(store: Store, engine: Engine, rules: Rules, gateway_id: str, secret: str,
+                path: str | Path) -> tuple[int, int, int]:
+    """Apply the central backend's answer file in one transaction; return (acknowledged, updates, notices).
+
+    Raises `BatchFileError` (nothing changed) for a file that must not be used.
+    """
+    payload = batchfile.read(path, "updates", gateway_id, secret)
+    acks, updates = payload.get("acks", []), payload.get("updates", [])
+    if not isinstance(acks, list) or not isinstance(updates, list):
+        raise BatchFileError(f"{path} has a malformed payload")
+    with store.transaction():
+        tally = store.mark_synced([{"id": i, "result": "accepted"} for i in acks if isinstance(i, str)])
+        applied, notices = apply_updates(store, engine, rules, updates)
+    return tally["accepted"], applied, notices
 
 
 class Syncer:
@@ -197,18 +233,32 @@ def _record_success(store: Store) -> None:
     store.set_meta(sync_last_success=store.clock().isoformat(timespec="seconds"), sync_refused=None)
 
 
+def syncer_for(config: Config, store: StoreThread, engine: Engine, **extra) -> Syncer:
+    """The syncer `config` describes, over `store`."""
+    return Syncer(store, engine, Rules.from_config(config), url=config["central.url"],
+                  gateway_id=config["gateway.id"], secret=config["sync.secret"],
+                  batch_size=config["sync.batch_size"], timeout=config["sync.timeout_seconds"], **extra)
+
+
+async def sync_once(config: Config, engine: Engine,
+                    progress: Callable[[int, int], None] = lambda items, size: None) -> Summary:
+    """One round now, on the store in `gateway.data_dir` (for `kentongan sync`)."""
+    store = await StoreThread.open(Store.open, config.data_dir)
+    try:
+        return await syncer_for(config, store, engine).round(progress)
+    finally:
+        store.close()
+
+
 async def syncer_context(app: web.Application) -> AsyncIterator[None]:
-    from .resources import config_key, engine_key, in_background, rules_key, sender_key, store_key, syncer_key
+    from .resources import config_key, engine_key, in_background, sender_key, store_key, syncer_key
 
     config = app[config_key]
     if not config["sync.secret"]:
         log.info("sync is off (no sync.secret)")
         yield
         return
-    syncer = Syncer(app[store_key], app[engine_key], app[rules_key], url=config["central.url"],
-                    gateway_id=config["gateway.id"], secret=config["sync.secret"],
-                    batch_size=config["sync.batch_size"], timeout=config["sync.timeout_seconds"],
-                    on_notices=lambda: app[sender_key].wake())
+    syncer = syncer_for(config, app[store_key], app[engine_key], on_notices=lambda: app[sender_key].wake())
     app[syncer_key] = syncer
     async with in_background(syncer.run(config["sync.interval_seconds"])):
         yield

@@ -3,12 +3,16 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 from conftest import free_port
+from sync.store import Store
+
+REPORT = ("", "1", "1*1", "1*1*Dusun Kidul", "1*1*Dusun Kidul*Jalan rusak", "1*1*Dusun Kidul*Jalan rusak*1")
 
 
 def kentongan(*args, env=None, **kwargs):
@@ -16,51 +20,78 @@ def kentongan(*args, env=None, **kwargs):
                           timeout=60, env={**os.environ, **(env or {})}, **kwargs)
 
 
+def write_config(folder, **sections):
+    """A config.yaml in `folder` with data under folder/var, plus `sections` ({"gateway": {"port": 1}})."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sections.setdefault("gateway", {}).setdefault("data_dir", str(folder / "var"))
+    text = "".join(f"{name}:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in keys.items())
+                   for name, keys in sections.items())
+    (folder / "config.yaml").write_text(text)
+    return folder / "config.yaml"
+
+
+def wait_until(check, timeout=30.0):
+    """Poll `check()` until it is true (returning it) or `timeout` seconds have passed (failing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except OSError:
+            value = None
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not true within {timeout} s"
+        time.sleep(0.05)
+
+
+def dial_report(port):
+    """A whole problem report through the running gateway's callback; returns the last screen."""
+    form = "sessionId=a&serviceCode=*384*1%23&phoneNumber=%2B6281234567890&text="
+    for text in REPORT:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/ussd/africastalking",
+                                         data=form.replace("text=", f"text={text}").encode())
+        body = urllib.request.urlopen(request, timeout=5).read().decode()
+        if text == "":
+            assert body.startswith("CON Kentongan, layanan desa. Pilih:")
+    return body
+
+
+def healthy(port):
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
+
+
+def listening(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        return True
+
+
 def test_cli_serve_answers_the_main_menu_and_status_counts(tmp_path):
     port = free_port()
-    env = {**os.environ, "KENTONGAN_GATEWAY_PORT": str(port), "KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}
-    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=tmp_path,
+    write_config(tmp_path, gateway={"port": port})
+    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        body = None
-        for _ in range(300):
-            try:
-                form = "sessionId=a&serviceCode=*384*1%23&phoneNumber=%2B6281234567890&text="
-                for text in ("", "1", "1*1", "1*1*Dusun Kidul", "1*1*Dusun Kidul*Jalan rusak", "1*1*Dusun Kidul*Jalan rusak*1"):
-                    request = urllib.request.Request(f"http://127.0.0.1:{port}/ussd/africastalking",
-                                                     data=form.replace("text=", f"text={text}").encode())
-                    body = urllib.request.urlopen(request, timeout=5).read().decode()
-                    if text == "":
-                        assert body.startswith("CON Kentongan, layanan desa. Pilih:")
-                break
-            except OSError:
-                time.sleep(0.1)
-        assert body.startswith("END Terima kasih")
-        env_status = {"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}
-        for _ in range(100):  # the console provider sends in the background
-            counts = json.loads(kentongan("status", "--json", env=env_status, cwd=tmp_path).stdout)
-            if counts["outbox"]["sent"]:
-                break
-            time.sleep(0.1)
+        wait_until(lambda: healthy(port))
+        assert dial_report(port).startswith("END Terima kasih")
+        # The console provider sends in the background.
+        wait_until(lambda: json.loads(kentongan("status", "--json", cwd=tmp_path).stdout)["outbox"]["sent"])
     finally:
         server.send_signal(signal.SIGINT)
         output = server.communicate(timeout=30)[0]
     assert "+6281234567890" not in output and "+62812****890" in output
     assert "Cek status: kirim CEK" in output  # the console provider prints the confirmation
-    result = kentongan("status", "--json", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}, cwd=tmp_path)
+    result = kentongan("status", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     counts = json.loads(result.stdout)
     assert counts["submissions"]["total"] == 1
     assert counts["submissions"]["by_sync_state"] == {"pending": 1}
     assert counts["outbox"]["sent"] == 1 and counts["outbox"]["dead"] == 0  # the console provider
-    listed = kentongan("outbox", "--json", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}, cwd=tmp_path)
-    rows = json.loads(listed.stdout)
+    rows = json.loads(kentongan("outbox", "--json", cwd=tmp_path).stdout)
     assert [(r["kind"], r["state"], r["to"]) for r in rows] == [("confirmation", "sent", "+62812****890")]
     assert "Cek status: kirim CEK" in rows[0]["text"]
-    dead = kentongan("outbox", "--state", "dead", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")},
-                     cwd=tmp_path)
+    dead = kentongan("outbox", "--state", "dead", cwd=tmp_path)
     assert dead.returncode == 0 and dead.stdout == ""
-    human = kentongan("status", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")}, cwd=tmp_path)
+    human = kentongan("status", cwd=tmp_path)
     assert "submissions: 1" in human.stdout and "sync pending: 1" in human.stdout
     assert "outbox sent: 1" in human.stdout
     assert "sync: 1 pending, 0 sent, 0 rejected; last success never" in human.stdout
@@ -100,31 +131,18 @@ def test_cli_simulate_without_a_gateway(tmp_path):
 
 def test_cli_serve_with_embedded_central_then_sync_and_status(tmp_path):
     port, central_port = free_port(), free_port()
-    env = {**os.environ, "KENTONGAN_GATEWAY_PORT": str(port), "KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var"),
-           "KENTONGAN_CENTRAL_EMBEDDED": "true", "KENTONGAN_CENTRAL_PORT": str(central_port),
-           "KENTONGAN_CENTRAL_URL": f"http://127.0.0.1:{central_port}", "KENTONGAN_SYNC_SECRET": "s",
-           "KENTONGAN_SYNC_INTERVAL_SECONDS": "3600", "KENTONGAN_CENTRAL_STAFF_TOKEN": "t"}
-    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env, cwd=tmp_path,
+    write_config(tmp_path, gateway={"port": port}, sync={"secret": "s", "interval_seconds": 3600},
+                 central={"embedded": True, "port": central_port, "url": f"http://127.0.0.1:{central_port}",
+                          "staff_token": "t"})
+    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        url = f"http://127.0.0.1:{port}/ussd/africastalking"
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
-                break
-            except OSError:
-                time.sleep(0.1)
-        form = "sessionId=a&serviceCode=*384*1%23&phoneNumber=%2B6281234567890&text="
-        for text in ("", "1", "1*1", "1*1*Dusun Kidul", "1*1*Dusun Kidul*Jalan rusak", "1*1*Dusun Kidul*Jalan rusak*1"):
-            body = urllib.request.urlopen(urllib.request.Request(url, data=form.replace("text=", f"text={text}").encode()),
-                                          timeout=5).read().decode()
-        assert body.startswith("END Terima kasih")
-        result = subprocess.run([sys.executable, "-m", "gateway", "sync"], env=env, cwd=tmp_path,
-                                capture_output=True, text=True, timeout=60)
+        wait_until(lambda: healthy(port))
+        assert dial_report(port).startswith("END Terima kasih")
+        result = kentongan("sync", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "pushed 1 (1 new, 0 already there, 0 rejected)" in result.stdout
-        status = json.loads(subprocess.run([sys.executable, "-m", "gateway", "status", "--json"], env=env,
-                                           cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout)
+        status = json.loads(kentongan("status", "--json", cwd=tmp_path).stdout)
         assert status["sync"]["pending"] == 0 and status["sync"]["sent"] == 1
         assert status["sync"]["last_success"] and status["sync"]["last_error"] is None
         staff = urllib.request.Request(f"http://127.0.0.1:{central_port}/api/v1/submissions",
@@ -136,10 +154,60 @@ def test_cli_serve_with_embedded_central_then_sync_and_status(tmp_path):
 
 
 def test_cli_sync_with_central_down_says_so(tmp_path):
-    result = kentongan("sync", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var"), "KENTONGAN_SYNC_SECRET": "s",
-                                    "KENTONGAN_CENTRAL_URL": f"http://127.0.0.1:{free_port()}"}, cwd=tmp_path)
+    write_config(tmp_path, sync={"secret": "s"}, central={"url": f"http://127.0.0.1:{free_port()}"})
+    Store.open(tmp_path / "var").close()
+    result = kentongan("sync", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("kentongan: sync failed: central backend unreachable")
-    status = json.loads(kentongan("status", "--json", env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var")},
-                                  cwd=tmp_path).stdout)
+    status = json.loads(kentongan("status", "--json", cwd=tmp_path).stdout)
     assert status["sync"]["last_error"].startswith("central backend unreachable")
+
+
+def test_cli_sync_refused_secret_says_so_in_words(tmp_path):
+    port, central_port = free_port(), free_port()
+    write_config(tmp_path / "centre", gateway={"id": "desa-1"}, sync={"secret": "the-real-one"},
+                 central={"port": central_port})
+    central = subprocess.Popen([sys.executable, "-m", "gateway", "central", "serve"], cwd=tmp_path / "centre",
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: listening(central_port))
+        write_config(tmp_path, gateway={"id": "desa-1", "port": port}, sync={"secret": "a-wrong-one"},
+                     central={"url": f"http://127.0.0.1:{central_port}"})
+        Store.open(tmp_path / "var").close()
+        result = kentongan("sync", cwd=tmp_path)
+    finally:
+        central.send_signal(signal.SIGINT)
+        central.wait(timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "kentongan: sync failed: central refuses this gateway's secret")
+    human = kentongan("status", cwd=tmp_path).stdout
+    assert "sync: refused: central refuses this gateway's secret" in human
+
+
+def test_cli_store_commands_refuse_without_a_config_and_say_where_they_looked(tmp_path):
+    for command in (["status"], ["outbox"], ["sync"], ["export", "x.batch"], ["import", "x.batch"],
+                    ["central", "gateway", "list"]):
+        result = kentongan(*command, cwd=tmp_path)
+        assert result.returncode == 2, command
+        assert result.stderr.strip().splitlines() == [
+            f"kentongan: config error: no config file: looked for {tmp_path / 'config.yaml'}; "
+            f"pass --config PATH or run from the folder that has config.yaml"], command
+    assert not (tmp_path / "var").exists()  # no empty store, no new key
+
+
+def test_cli_store_commands_refuse_a_folder_with_no_store(tmp_path):
+    write_config(tmp_path)
+    result = kentongan("status", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"kentongan: no gateway store in {tmp_path / 'var'} (gateway.db); "
+        f"check gateway.data_dir, or run `kentongan serve` there first"]
+    assert not (tmp_path / "var" / "gateway.key").exists()
+
+
+def test_cli_misspelt_variable_stops_with_a_hint(tmp_path):
+    result = kentongan("serve", env={"KENTONGAN_GATEWAY_PORTT": "9999"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kentongan: config error: KENTONGAN_GATEWAY_PORTT: unknown setting (did you mean KENTONGAN_GATEWAY_PORT?)"]
