@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 from babel.dates import format_date, format_skeleton
 from transitions import MachineError
@@ -84,8 +84,7 @@ class Context:
     new_reference: Callable[[], str]
 
 
-@dataclass(frozen=True)
-class Turn:
+class Turn(NamedTuple):
     """The outcome of one turn."""
 
     text: str

@@ -84,6 +84,8 @@ class SmsForm:
 
 @dataclass(frozen=True)
 class Screen:
+    """One compiled screen: what it shows, what it saves, where each answer goes."""
+
     name: str
     kind: str
     text: str
