@@ -1,30 +1,26 @@
 """The gateway's side of sync: push submissions, pull status updates, over signed HTTP.
 
-Only a signed JSON answer made for this very request counts. Anything else
-(refused connections, timeouts, 5xx, a captive portal's 200 page, a proxy's
-error, an answer signed for another request) raises `SyncError` and marks
-nothing, so the same items go again next round; the central backend's
-idempotence on the submission id makes that safe.
+Only a signed JSON answer made for this very request counts. What may heal by
+itself (refused connections, timeouts, 5xx, a captive portal's 200 page, a
+proxy's error, an answer signed for another request, a replayed nonce)
+raises `LinkError` and marks nothing, so the same items go again next round;
+the central backend's idempotence on the submission id makes that safe.
+When the central backend itself refuses this gateway (see
+`protocol.REFUSALS`: unknown id, wrong secret, clock off, unreadable batch)
+the client raises `Refused`, which retrying cannot heal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 from dataclasses import dataclass
 
 import aiohttp
 
-from .signing import SignatureError, check_answer, sign_request
-
-BATCH_PATH = "/sync/v1/batches"
-UPDATES_PATH = "/sync/v1/updates"
-BATCH_TYPE = "application/vnd.kentongan.batch+json+gzip"
-
-
-class SyncError(Exception):
-    """A round that could not complete; nothing was marked."""
+from .errors import LinkError, Refused, SignatureError, SyncError
+from .protocol import (BATCH_PATH, BATCH_TYPE, NONCE, REFUSAL, REFUSALS, RETRYABLE_REFUSALS, UPDATES_PATH,
+                       check_answer, encode_batch, sign_request)
 
 
 @dataclass(frozen=True)
@@ -33,24 +29,19 @@ class Pushed:
     wire_bytes: int
 
 
-def encode_batch(gateway_id: str, items: list[dict]) -> bytes:
-    """A batch as it travels: compact JSON, gzip'd."""
-    payload = json.dumps({"gateway": gateway_id, "items": items}, separators=(",", ":"), ensure_ascii=False)
-    return gzip.compress(payload.encode("utf-8"), compresslevel=9, mtime=0)
-
-
-def decode_batch(raw: bytes) -> dict:
-    """The inverse of `encode_batch`; ValueError when it is not a batch."""
-    try:
-        data = json.loads(gzip.decompress(raw))
-    except (OSError, EOFError, ValueError) as error:
-        raise ValueError(f"not a gzip'd JSON batch: {error}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        raise ValueError("a batch is an object with a list of items")
-    return data
+def _refusal(status: int, code: str | None, detail: str) -> SyncError | None:
+    """What a 4xx answer carrying `X-Kentongan-Refusal: code` means, or None when it carries none."""
+    if not code or not 400 <= status < 500:
+        return None
+    if code in RETRYABLE_REFUSALS:
+        return LinkError(f"central backend answered {status}: {detail}")
+    words = REFUSALS.get(code, f"central refuses this gateway ({code})")
+    return Refused(code, f"{words} ({detail})" if detail else words)
 
 
 class SyncClient:
+    """Signed calls from one gateway to one central backend; each call takes at most `timeout` seconds."""
+
     def __init__(self, base_url: str, gateway_id: str, secret: str, http: aiohttp.ClientSession,
                  timeout: float = 10.0):
         self.base_url = base_url.rstrip("/")
@@ -61,7 +52,7 @@ class SyncClient:
 
     async def _call(self, method: str, path: str, body: bytes = b"", content_type: str | None = None) -> dict:
         headers = sign_request(self.gateway_id, self.secret, method, path, body)
-        nonce = headers["X-Kentongan-Nonce"]
+        nonce = headers[NONCE]
         if content_type:
             headers["Content-Type"] = content_type
         try:
@@ -72,19 +63,23 @@ class SyncClient:
                 kind = response.headers.get("Content-Type", "")
                 answer_headers = response.headers
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
-            raise SyncError(f"central backend unreachable: {type(error).__name__} {error}".strip()) from None
+            raise LinkError(f"central backend unreachable: {type(error).__name__} {error}".strip()) from None
+        detail = answer[:120].decode("utf-8", "replace").strip()
+        refusal = _refusal(status, answer_headers.get(REFUSAL), detail)
+        if refusal is not None:
+            raise refusal
         if status != 200:
-            raise SyncError(f"central backend answered {status}: {answer[:120].decode('utf-8', 'replace')}")
+            raise LinkError(f"central backend answered {status}: {detail}")
         if not kind.startswith("application/json"):
-            raise SyncError(f"answer is not JSON but {kind or 'untyped'} (a captive portal or proxy?)")
+            raise LinkError(f"answer is not JSON but {kind or 'untyped'} (a captive portal or proxy?)")
         try:
             check_answer(answer_headers, self.secret, status, nonce, answer)
         except SignatureError as error:
-            raise SyncError(str(error)) from None
+            raise LinkError(str(error)) from None
         try:
             return json.loads(answer)
         except ValueError:
-            raise SyncError("signed answer is not valid JSON") from None
+            raise LinkError("signed answer is not valid JSON") from None
 
     async def push(self, items: list[dict]) -> Pushed:
         """Send one batch; return the central backend's answer per item."""
@@ -92,7 +87,7 @@ class SyncClient:
         answer = await self._call("POST", BATCH_PATH, body, BATCH_TYPE)
         results = answer.get("results")
         if not isinstance(results, list):
-            raise SyncError("answer has no results")
+            raise LinkError("answer has no results")
         return Pushed(results, len(body))
 
     async def pull(self, since: int) -> tuple[list[dict], int]:
@@ -100,5 +95,5 @@ class SyncClient:
         answer = await self._call("GET", f"{UPDATES_PATH}?since={since}")
         updates, cursor = answer.get("updates"), answer.get("cursor")
         if not isinstance(updates, list) or not isinstance(cursor, int):
-            raise SyncError("answer has no updates or cursor")
+            raise LinkError("answer has no updates or cursor")
         return updates, cursor

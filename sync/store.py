@@ -32,11 +32,11 @@ from . import outbox
 from .database import Clock, Database, stamp as _stamp, utc_now
 from .errors import AlreadyClaimed
 from .outbox import Outbox
+from .protocol import STATUSES
 from .seal import Sealer
 
 DATABASE_NAME = "gateway.db"
 KEY_FILE_NAME = "gateway.key"
-STATUSES = ("received", "in_progress", "resolved", "rejected")
 
 
 def _v1(db: sqlite_utils.Database) -> None:

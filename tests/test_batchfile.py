@@ -16,15 +16,17 @@ from gateway.config import data_root
 from gateway.resources import Rules
 from gateway.syncer import Syncer
 from sync import batchfile
-from sync.central import create_central_app
-from sync.thread import StoreThread
-from sync.central_store import CentralStore
+from sync.central import CentralConfig, CentralStore, create_central_app, export_updates_file, import_batch_file
+from sync.errors import BatchFileError
 from sync.store import Store
+from sync.thread import StoreThread
 
 SECRET = "batch-secret"
 
 
 def kentongan(home, *args, gateway_id="desa-1", secret=SECRET):
+    """Run the CLI beside `home`, from a folder with a config file (every setting from the environment)."""
+    (home.parent / "config.yaml").touch()
     env = {**os.environ, "KENTONGAN_GATEWAY_DATA_DIR": str(home), "KENTONGAN_GATEWAY_ID": gateway_id,
            "KENTONGAN_SYNC_SECRET": secret}
     return subprocess.run([sys.executable, "-m", "gateway", *args], env=env, cwd=home.parent,
@@ -46,7 +48,7 @@ def submit(home, count, start=0):
 
 def central_refs(home):
     store = CentralStore.open(home)
-    refs = sorted(r["ref"] for r in store.submissions())
+    refs = sorted(r["ref"] for r in store.submissions(limit=1000)[0])
     store.close()
     return refs
 
@@ -162,6 +164,7 @@ def test_batchfile_from_another_gateway_is_refused(homes, tmp_path):
 
 def test_batchfile_answer_for_another_gateway_is_refused(homes, tmp_path):
     gateway, central = homes
+    Store.open(gateway).close()
     path = tmp_path / "back.kbf"
     batchfile.write(path, "updates", "desa-9", SECRET, {"acks": [], "updates": []})
     result = kentongan(gateway, "import", str(path))
@@ -212,12 +215,13 @@ async def test_batchfile_items_arriving_online_after_the_file_are_duplicates(hom
     kentongan(gateway, "export", str(tmp_path / "out.kbf"))
     assert "3 new" in kentongan(central_home, "central", "import", str(tmp_path / "out.kbf")).stdout
     port = free_port()
-    runner = web.AppRunner(create_central_app(central_home, {"desa-1": SECRET}, "staff"))
+    engine = Engine.load(data_root() / "menus", data_root() / "locale", ["id", "en", "sw"], "id")
+    runner = web.AppRunner(create_central_app(CentralConfig(central_home, "staff", engine.forms("en"),
+                                                            gateways={"desa-1": SECRET})))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     store = await StoreThread.open(Store.open, gateway)
     try:
-        engine = Engine.load(data_root() / "menus", data_root() / "locale", ["id", "en", "sw"], "id")
         syncer = Syncer(store, engine, Rules.from_config(make_config(tmp_path / "cfg")),
                         url=f"http://127.0.0.1:{port}", gateway_id="desa-1", secret=SECRET, batch_size=100,
                         timeout=5)
@@ -227,3 +231,29 @@ async def test_batchfile_items_arriving_online_after_the_file_are_duplicates(hom
         store.close()
         await runner.cleanup()
     assert central_refs(central_home) == sorted(refs)
+
+
+def test_batchfile_import_and_export_at_the_centre_as_library_calls(homes, tmp_path):
+    gateway, central = homes
+    refs = submit(gateway, 2)
+    assert kentongan(gateway, "export", str(tmp_path / "out.kbf")).returncode == 0
+    store = CentralStore.open(central)
+    try:
+        with pytest.raises(BatchFileError, match="gateway 'desa-1', which this central backend does not know"):
+            import_batch_file(store, tmp_path / "out.kbf")
+        with pytest.raises(BatchFileError, match="unknown gateway 'desa-1'"):
+            export_updates_file(store, "desa-1", tmp_path / "back.kbf")
+        store.register_gateway("desa-1", SECRET)
+        gateway_id, results = import_batch_file(store, tmp_path / "out.kbf")
+        assert (gateway_id, [r["result"] for r in results]) == ("desa-1", ["accepted", "accepted"])
+        assert [r["result"] for r in import_batch_file(store, tmp_path / "out.kbf")[1]] == ["duplicate"] * 2
+        store.set_status(refs[1], "in_progress")
+        acks, updates, size = export_updates_file(store, "desa-1", tmp_path / "back.kbf")
+        assert (acks, updates) == (2, 1) and size == (tmp_path / "back.kbf").stat().st_size
+        payload = batchfile.read(tmp_path / "back.kbf", "updates", "desa-1", SECRET)
+        assert [u["ref"] for u in payload["updates"]] == [refs[1]] and len(payload["acks"]) == 2
+        with pytest.raises(BatchFileError, match="cannot write"):
+            export_updates_file(store, "desa-1", tmp_path / "no such folder" / "back.kbf")
+        assert [g["id"] for g in store.gateways()] == ["desa-1"] and store.gateways()[0]["submissions"] == 2
+    finally:
+        store.close()

@@ -1,9 +1,9 @@
 """Open311 GeoReport v2 at the central backend, checked with a third-party client (georeport)."""
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
-import sqlite3
 
 import aiohttp
 import pytest
@@ -11,29 +11,35 @@ import xmltodict
 from aiohttp import web
 from georeport import GeoReport
 
-from conftest import free_port
+from conftest import MovableClock, free_port, make_config
 from flows import Engine
-from gateway.catalogue import open311_services
+from gateway.central import central_config
 from gateway.config import data_root
-from sync.central import create_central_app
-from sync.central_store import DATABASE_NAME, CentralStore
+from sync.central import CentralConfig, CentralStore, create_central_app
+from sync.central.service import open311_services
 
 API_KEY = "open311-key"
 STAFF = "staff"
 
 
 @pytest.fixture(scope="module")
-def services():
+def engine():
     root = data_root()
-    engine = Engine.load(root / "menus", root / "locale", ["id", "en", "sw"], "id")
-    return open311_services(engine, ("report",))
+    return Engine.load(root / "menus", root / "locale", ["id", "en", "sw"], "id")
 
 
 @pytest.fixture
-async def central(tmp_path, services):
+def clock():
+    return MovableClock()
+
+
+@pytest.fixture
+async def central(tmp_path, engine, clock):
+    config = make_config(tmp_path, gateway__id="desa-1", sync__secret="secret", central__staff_token=STAFF,
+                         central__open311_api_key=API_KEY, central__ref_prefix="Z",
+                         central__agency="Dinas PU Kabupaten")
+    app = create_central_app(dataclasses.replace(central_config(config, engine), clock=clock))
     port = free_port()
-    app = create_central_app(tmp_path, {"desa-1": "secret"}, STAFF, services=services, open311_api_key=API_KEY,
-                             ref_prefix="Z", agency="Dinas PU Kabupaten")
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -116,25 +122,62 @@ async def test_open311_lat_long_location(central):
     assert (got["lat"], got["long"]) == (-6.914744, 107.60981) and got["address"] == "-6.914744,107.609810"
 
 
-async def test_open311_list_filters_and_default_window(central, tmp_path):
-    refs = []
-    for category in ("road", "garbage", "water"):
-        refs.append(json.loads((await post(central, **{"attribute[category]": category}))[2])[0]
-                    ["service_request_id"])
-    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=120)).isoformat(timespec="milliseconds")
-    with sqlite3.connect(tmp_path / DATABASE_NAME) as conn:
-        conn.execute("UPDATE submissions SET created_at = ? WHERE ref = ?", [old, refs[0]])
+def created(body):
+    return json.loads(body)[0]["service_request_id"]
+
+
+async def staff_patch(central, ref, status):
+    async with aiohttp.ClientSession() as http:
+        async with http.patch(f"{central}/api/v1/submissions/{ref}", json={"status": status},
+                              headers={"Authorization": f"Bearer {STAFF}"}) as response:
+            assert response.status == 200
+
+
+async def test_open311_list_filters_and_default_window(central, clock):
+    clock.advance(days=-120)
+    refs = [created((await post(central, **{"attribute[category]": "road"}))[2])]
+    clock.advance(days=120)
+    for category in ("garbage", "water"):
+        refs.append(created((await post(central, **{"attribute[category]": category}))[2]))
     listed = await asyncio.to_thread(client(central, "json").get_service_requests)
-    assert sorted(r["service_request_id"] for r in listed) == sorted(refs[1:])
+    assert [r["service_request_id"] for r in listed] == [refs[2], refs[1]]  # newest first
     old_too = await asyncio.to_thread(client(central, "json").get_service_requests,
-                                      start_date=(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=200))
-                                      .strftime("%Y-%m-%dT%H:%M:%SZ"))
+                                      start_date=(clock() - dt.timedelta(days=200)).strftime("%Y-%m-%dT%H:%M:%SZ"))
     assert len(old_too) == 3
     by_id = await asyncio.to_thread(client(central, "json").get_service_requests,
-                                    service_request_id=f"{refs[0]},{refs[2]}")
+                                    service_request_id=f"{refs[0]},{refs[2].lower()}")
     assert sorted(r["service_request_id"] for r in by_id) == sorted([refs[0], refs[2]])
     future = await asyncio.to_thread(client(central, "json").get_service_requests, start_date="2099-01-01T00:00:00Z")
     assert future == []
+
+
+async def test_open311_list_filters_by_status_service_and_end_date(central, clock):
+    refs = []
+    for _ in range(4):
+        refs.append(created((await post(central))[2]))
+        clock.advance(hours=1)
+    await staff_patch(central, refs[0], "resolved")
+    await staff_patch(central, refs[1], "rejected")
+    await staff_patch(central, refs[2], "in_progress")
+    reader = client(central, "json")
+
+    async def listed(**query):
+        return [r["service_request_id"] for r in await asyncio.to_thread(reader.get_service_requests, **query)]
+
+    assert await listed(status="open") == [refs[3], refs[2]]
+    assert await listed(status="closed") == [refs[1], refs[0]]
+    assert await listed(status="open,closed") == refs[::-1]
+    assert await listed(service_code="report") == refs[::-1]
+    assert await listed(service_code="voter") == []
+    before_third = (clock() - dt.timedelta(hours=2, minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert await listed(end_date=before_third) == [refs[1], refs[0]]
+    assert await listed(end_date=before_third, status="closed", service_code="report,voter") == [refs[1], refs[0]]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(central + "/open311/v2/requests.json?end_date=soon") as response:
+            assert response.status == 400 and "end_date must be a W3C datetime" in await response.text()
+        async with http.get(central + "/api/v1/submissions", params={"village": "jl. merdeka 5, SUKAMAJU"},
+                            headers={"Authorization": f"Bearer {STAFF}"}) as response:
+            assert len((await response.json())["submissions"]) == 4  # the answer with the address role
 
 
 @pytest.mark.parametrize("fmt", ["json", "xml"])
@@ -188,3 +231,27 @@ async def test_open311_hides_services_with_personal_data(central, tmp_path):
     async with aiohttp.ClientSession() as http:
         async with http.get(central + "/open311/v2/requests/K7ABCDE.json") as response:
             assert response.status == 404
+
+
+def test_open311_services_must_be_forms(tmp_path, engine):
+    with pytest.raises(ValueError, match="central.open311_services: 'pothole' is not a flow that makes submissions"):
+        create_central_app(CentralConfig(tmp_path, STAFF, engine.forms("en"), open311_services=("report", "pothole")))
+    with pytest.raises(ValueError, match="'status' is not a flow that makes submissions"):
+        create_central_app(CentralConfig(tmp_path, STAFF, engine.forms("en"), open311_services=("status",)))
+
+
+def test_open311_services_are_made_from_forms_roles():
+    form = {"service": "leak", "title": "Water leak", "label": "Report a leak", "address": "where",
+            "description": "what",
+            "questions": [
+                {"answer": "where", "prompt": "Where?", "kind": "text", "role": "address", "choices": []},
+                {"answer": "size", "prompt": "How big?", "kind": "choice", "role": None,
+                 "choices": [{"value": "drip", "label": "A drip"}, {"value": "flood", "label": "A flood"}]},
+                {"answer": "what", "prompt": "What?", "kind": "text", "role": "description", "choices": []},
+                {"answer": "pipe", "prompt": "Pipe number?", "kind": "text", "role": None, "choices": []}]}
+    service = open311_services({"leak": form}, ("leak",))["leak"]
+    assert (service["service_name"], service["description"], service["keywords"]) == (
+        "Water leak", "Report a leak", "A drip, A flood")
+    assert service["fields"] == {"address": "where", "description": "what"}
+    assert [(a["code"], a["datatype"], a["order"]) for a in service["attributes"]] == [
+        ("size", "singlevaluelist", 1), ("pipe", "string", 2)]

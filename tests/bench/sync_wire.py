@@ -22,9 +22,11 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from sync.central import create_central_app
-from sync.client import BATCH_PATH, BATCH_TYPE, SyncClient, encode_batch
-from sync.signing import sign_request
+from flows import Engine
+from gateway.config import data_root
+from sync.central import CentralConfig, create_central_app
+from sync.client import SyncClient
+from sync.protocol import BATCH_PATH, BATCH_TYPE, encode_batch, sign_request
 from sync.reference import new_reference
 from sync.store import Store
 
@@ -71,7 +73,9 @@ async def push(items: list[dict], folder: Path) -> dict:
         seen["answer_body"] = len(response.body)
         return response
 
-    app = create_central_app(folder / "central", {"bench": "secret"}, "staff")
+    root = data_root()
+    forms = Engine.load(root / "menus", root / "locale", ["id", "en", "sw"], "id").forms("en")
+    app = create_central_app(CentralConfig(folder / "central", "staff", forms, gateways={"bench": "secret"}))
     app.middlewares.append(measure)
     runner = web.AppRunner(app)
     await runner.setup()

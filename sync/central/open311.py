@@ -14,26 +14,32 @@ in_progress are `open`, resolved and rejected are `closed`, the staff note is
 `status_notes`. XML (which the specification requires) and JSON carry the
 same fields; errors are a list of {code, description} with that HTTP status.
 
-Which services appear, and how their answers map to Open311 fields, is
-handed in as plain data (`services`), made by the gateway from its menus:
-only services without personal data (by default the problem report) are
-exposed. Voter registrations and permits carry NIK and names.
+Which services appear, and how their answers map to Open311 fields, comes
+from the forms (`service.py`): only the services named in
+`CentralConfig.open311_services` (by default the problem report) are
+exposed. Voter registrations and permits carry NIK and names. Lists are
+filtered, ordered and limited by the store in SQL.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
+from dataclasses import dataclass
+from typing import Callable
 from xml.etree import ElementTree as ET
 
 from aiohttp import web
-from ulid import ULID
 
-from .reference import new_reference
-from .thread import StoreThread
+from ..database import stamp
+from ..thread import StoreThread
+from .config import CentralConfig
+from .service import open311_services
+from .store import CentralStore, utc_stamp
 
 FORMATS = ("json", "xml")
 OPEN = ("received", "in_progress")
+CLOSED = ("resolved", "rejected")
 LIST_DAYS = 90
 LIST_LIMIT = 1000
 REQUEST_FIELDS = ("service_request_id", "status", "status_notes", "service_name", "service_code", "description",
@@ -42,7 +48,21 @@ REQUEST_FIELDS = ("service_request_id", "status", "status_notes", "service_name"
 SERVICE_FIELDS = ("service_code", "service_name", "description", "metadata", "type", "keywords", "group")
 ATTRIBUTE_FIELDS = ("variable", "code", "datatype", "required", "datatype_description", "order", "description")
 
-open311_key = web.AppKey("open311", dict)
+
+
+@dataclass(frozen=True)
+class Open311:
+    """What the Open311 handlers need, set up once."""
+
+    services: dict[str, dict]
+    api_key: str
+    ref_prefix: str
+    agency: str
+    clock: Callable[[], dt.datetime]
+    store_key: web.AppKey
+
+
+open311_key = web.AppKey("open311", Open311)
 
 
 class Open311Error(Exception):
@@ -52,17 +72,20 @@ class Open311Error(Exception):
         self.description = description
 
 
-def setup_open311(app: web.Application, store_key: web.AppKey, services: list[dict], api_key: str,
-                  ref_prefix: str, agency: str = "") -> None:
-    """Add the Open311 routes to the central backend's `app`."""
-    app[open311_key] = {"services": {s["service_code"]: s for s in services}, "api_key": api_key,
-                        "ref_prefix": ref_prefix, "agency": agency, "store_key": store_key}
+def setup_open311(app: web.Application, config: CentralConfig, store_key: web.AppKey) -> None:
+    """Add the Open311 routes to the central backend's `app`; ValueError names a service that is not a form."""
+    app[open311_key] = Open311(open311_services(config.forms, config.open311_services), config.open311_api_key,
+                               config.ref_prefix, config.agency, config.clock, store_key)
     base = "/open311/v2"
     app.router.add_get(base + "/services.{fmt}", service_list)
     app.router.add_get(base + "/services/{code:[^/]+?}.{fmt}", service_definition)
     app.router.add_get(base + "/requests.{fmt}", request_list)
     app.router.add_post(base + "/requests.{fmt}", create_request)
     app.router.add_get(base + "/requests/{id:[^/]+?}.{fmt}", one_request)
+
+
+def _store(request: web.Request) -> StoreThread[CentralStore]:
+    return request.app[request.app[open311_key].store_key]
 
 
 # -- rendering -------------------------------------------------------------------
@@ -126,13 +149,13 @@ def _handler(fn):
 
 @_handler
 async def service_list(request: web.Request, fmt: str) -> web.Response:
-    services = request.app[open311_key]["services"].values()
+    services = request.app[open311_key].services.values()
     return render(fmt, "services", "service", [{k: s[k] for k in SERVICE_FIELDS} for s in services])
 
 
 @_handler
 async def service_definition(request: web.Request, fmt: str) -> web.Response:
-    service = request.app[open311_key]["services"].get(request.match_info["code"])
+    service = request.app[open311_key].services.get(request.match_info["code"])
     if service is None:
         raise Open311Error(404, f"service_code {request.match_info['code']!r} was not found")
     attributes = [{**{k: a[k] for k in ATTRIBUTE_FIELDS}, "values": a["values"]} for a in service["attributes"]]
@@ -174,63 +197,55 @@ def _as_request(row: dict, service: dict, agency: str) -> dict:
 
 def _when(text: str, name: str) -> str:
     try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return utc_stamp(text)
     except ValueError:
         raise Open311Error(400, f"{name} must be a W3C datetime, like 2026-11-01T00:00:00Z") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-async def _rows(request: web.Request) -> list[dict]:
-    settings = request.app[open311_key]
-    store: StoreThread = request.app[settings["store_key"]]
-    codes = list(settings["services"])
-    return await store.call(lambda s: [r for r in s.submissions(limit=10**6) if r["service"] in codes])
+def _statuses(text: str) -> tuple[str, ...]:
+    """The store statuses an Open311 `status` filter (open, closed, or both) means; () for any."""
+    wanted = {part.strip() for part in text.split(",")}
+    if not wanted <= {"open", "closed"}:
+        raise Open311Error(400, "status must be open, closed, or both comma-delimited")
+    if wanted == {"open"}:
+        return OPEN
+    if wanted == {"closed"}:
+        return CLOSED
+    return ()
 
 
 @_handler
 async def request_list(request: web.Request, fmt: str) -> web.Response:
     settings = request.app[open311_key]
     query = request.query
-    rows = await _rows(request)
+    codes = list(settings.services)
     if query.get("service_request_id"):
-        wanted = {part.strip().upper() for part in query["service_request_id"].split(",")}
-        rows = [r for r in rows if r["ref"] in wanted]
+        refs = sorted({part.strip().upper() for part in query["service_request_id"].split(",") if part.strip()})
+        rows = await _store(request).call(lambda s: s.service_requests(codes, refs=refs, limit=LIST_LIMIT))
     else:
-        now = dt.datetime.now(dt.timezone.utc)
         start = _when(query["start_date"], "start_date") if query.get("start_date") else \
-            (now - dt.timedelta(days=LIST_DAYS)).isoformat(timespec="milliseconds")
+            stamp(settings.clock() - dt.timedelta(days=LIST_DAYS))
         end = _when(query["end_date"], "end_date") if query.get("end_date") else None
-        rows = [r for r in rows if _utc(r["created_at"]) >= start and (end is None or _utc(r["created_at"]) <= end)]
+        statuses = _statuses(query["status"]) if query.get("status") else ()
         if query.get("service_code"):
-            codes = {c.strip() for c in query["service_code"].split(",")}
-            rows = [r for r in rows if r["service"] in codes]
-        if query.get("status"):
-            statuses = {s.strip() for s in query["status"].split(",")}
-            if not statuses <= {"open", "closed"}:
-                raise Open311Error(400, "status must be open, closed, or both comma-delimited")
-            rows = [r for r in rows if ("open" if r["status"] in OPEN else "closed") in statuses]
-        rows = rows[:LIST_LIMIT]
-    services = settings["services"]
+            wanted = {code.strip() for code in query["service_code"].split(",")}
+            codes = [code for code in codes if code in wanted]
+        rows = await _store(request).call(lambda s: s.service_requests(
+            codes, start=start, end=end, statuses=statuses, limit=LIST_LIMIT))
+    services = settings.services
     return render(fmt, "service_requests", "request",
-                  [_as_request(r, services[r["service"]], settings["agency"]) for r in rows])
-
-
-def _utc(stamp: str) -> str:
-    return dt.datetime.fromisoformat(stamp).astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+                  [_as_request(r, services[r["service"]], settings.agency) for r in rows])
 
 
 @_handler
 async def one_request(request: web.Request, fmt: str) -> web.Response:
     settings = request.app[open311_key]
     ref = request.match_info["id"].upper()
-    store: StoreThread = request.app[settings["store_key"]]
-    row = await store.call(lambda s: s.submission(ref))
-    if row is None or row["service"] not in settings["services"]:
+    row = await _store(request).call(lambda s: s.submission(ref))
+    if row is None or row["service"] not in settings.services:
         raise Open311Error(404, f"service_request_id {ref!r} was not found")
     return render(fmt, "service_requests", "request",
-                  [_as_request(row, settings["services"][row["service"]], settings["agency"])])
+                  [_as_request(row, settings.services[row["service"]], settings.agency)])
 
 
 @_handler
@@ -240,12 +255,12 @@ async def create_request(request: web.Request, fmt: str) -> web.Response:
     key = str(form.get("api_key", ""))
     if not key:
         raise Open311Error(400, "api_key is required")
-    if not settings["api_key"] or not hmac.compare_digest(key.encode(), settings["api_key"].encode()):
+    if not settings.api_key or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
         raise Open311Error(403, "Invalid api_key received -- can't proceed with create_request.")
     code = str(form.get("service_code", ""))
     if not code:
         raise Open311Error(400, "service_code is required")
-    service = settings["services"].get(code)
+    service = settings.services.get(code)
     if service is None:
         raise Open311Error(404, f"service_code {code!r} was not found")
     lat, long_ = form.get("lat"), form.get("long")
@@ -277,8 +292,7 @@ async def create_request(request: web.Request, fmt: str) -> web.Response:
         if value:
             answers[attribute["code"]] = value[:200]
     phone = str(form.get("phone", "")).strip()[:32]
-    store: StoreThread = request.app[settings["store_key"]]
-    row = await store.call(lambda s: s.add_direct(str(ULID()), lambda: new_reference(settings["ref_prefix"]),
-                                                  service["service_code"], answers, phone, "open311"))
+    row = await _store(request).call(lambda s: s.add_direct(service["service_code"], answers, phone, "open311",
+                                                            prefix=settings.ref_prefix))
     return render(fmt, "service_requests", "request",
                   [{"service_request_id": row["ref"], "service_notice": "", "account_id": None}])

@@ -9,8 +9,12 @@ Tables:
 
 Ingestion is idempotent on the submission id: a batch sent twice, or a
 submission that arrives online and again in a batch file, is stored once.
-SQLite by default; the methods are the interface a PostgreSQL store will
-implement.
+
+Lists are filtered, ordered and limited in SQL on indexed columns, and only
+the rows returned are unsealed. Every time a query compares is stored in one
+form, UTC `stamp()` (`2026-11-28T10:00:00.000+00:00`), so text order is time
+order. SQLite by default; the methods are the interface a PostgreSQL store
+will implement.
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import json
 import re
 import sqlite3
 from pathlib import Path
-from typing import Callable
+from types import MappingProxyType
+from typing import Callable, Mapping, Sequence
 
 import sqlite_utils
+from ulid import ULID
 
-from .database import Database, stamp as _stamp, utc_now
-from .seal import Sealer
-from .store import STATUSES
+from ..database import Database, stamp, utc_now
+from ..protocol import STATUSES
+from ..seal import Sealer
 
 DATABASE_NAME = "central.db"
 KEY_FILE_NAME = "central.key"
@@ -34,6 +40,18 @@ NONCE_MINUTES = 15
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _REF = re.compile(r"^[0-9A-Z]{6,8}$")
 ITEM_FIELDS = ("id", "ref", "service", "channel", "answers", "phone", "language", "created_at")
+NEWEST_FIRST = "created_at DESC, id DESC"
+
+Key = tuple[str, str]
+"""Where a list stopped: the (created_at, id) of its last row."""
+
+
+def utc_stamp(text: str) -> str:
+    """An ISO 8601 time as a store writes it (UTC `stamp()`); a time without offset is UTC. ValueError if none."""
+    when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return stamp(when)
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -54,16 +72,46 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["nonces"].create_index(["at"])
 
 
-MIGRATIONS = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    """`created_at` in UTC `stamp()` form, so SQL compares it as text; an index for every list filter."""
+    for row_id, created_at in db.execute("SELECT id, created_at FROM submissions").fetchall():
+        try:
+            canonical = utc_stamp(created_at)
+        except ValueError:
+            continue  # ingestion checked it; a row that slipped through keeps its text
+        if canonical != created_at:
+            db.execute("UPDATE submissions SET created_at = ? WHERE id = ?", [canonical, row_id])
+    db.execute("DROP INDEX IF EXISTS idx_submissions_status_service")
+    db.execute("CREATE INDEX idx_submissions_created ON submissions (created_at, id)")
+    db.execute("CREATE INDEX idx_submissions_service_created ON submissions (service, created_at, id)")
+    db.execute("CREATE INDEX idx_submissions_status_created ON submissions (status, created_at, id)")
+    db.execute("CREATE INDEX idx_submissions_village ON submissions (village COLLATE NOCASE)")
+    db.execute("CREATE INDEX idx_submissions_updated ON submissions (updated_at)")
+
+
+MIGRATIONS = [_v1, _v2]
 
 
 class CentralStore(Database):
+    """The central backend's SQLite store.
+
+    `addresses` names, per service, the answer that holds the place (the
+    form's `address` role); ingestion copies it into the `village` column
+    that staff filter on.
+    """
+
     MIGRATIONS = MIGRATIONS
 
+    def __init__(self, path: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now,
+                 addresses: Mapping[str, str] = MappingProxyType({})):
+        super().__init__(path, sealer, clock)
+        self.addresses = addresses
+
     @classmethod
-    def open(cls, data_dir: str | Path, clock: Callable[[], dt.datetime] = utc_now) -> "CentralStore":
+    def open(cls, data_dir: str | Path, clock: Callable[[], dt.datetime] = utc_now,
+             addresses: Mapping[str, str] = MappingProxyType({})) -> "CentralStore":
         data_dir = Path(data_dir)
-        return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock)
+        return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock, addresses)
 
     # -- gateways and replay protection -----------------------------------------
 
@@ -72,30 +120,41 @@ class CentralStore(Database):
         with self.transaction():
             known = self.db.execute("SELECT created_at FROM gateways WHERE id = ?", [gateway_id]).fetchone()
             self.db["gateways"].upsert({"id": gateway_id, "secret": secret,
-                                        "created_at": known[0] if known else _stamp(self.clock())}, pk="id")
+                                        "created_at": known[0] if known else stamp(self.clock())}, pk="id")
 
     def secret(self, gateway_id: str) -> str | None:
         row = self.db.execute("SELECT secret FROM gateways WHERE id = ?", [gateway_id]).fetchone()
         return row[0] if row else None
 
+    def gateways(self) -> list[dict]:
+        """Every registered gateway: id, created_at, and how many submissions it delivered; by id."""
+        rows = self.db.execute(
+            "SELECT g.id, g.created_at, count(s.id) FROM gateways g "
+            "LEFT JOIN submissions s ON s.gateway_id = g.id GROUP BY g.id ORDER BY g.id").fetchall()
+        return [{"id": row[0], "created_at": row[1], "submissions": row[2]} for row in rows]
+
     def use_nonce(self, gateway_id: str, nonce: str) -> bool:
         """Record a request nonce; False when it was used before (a replay)."""
         now = self.clock()
         with self.transaction():
-            self.db.execute("DELETE FROM nonces WHERE at < ?", [_stamp(now - dt.timedelta(minutes=NONCE_MINUTES))])
+            self.db.execute("DELETE FROM nonces WHERE at < ?", [stamp(now - dt.timedelta(minutes=NONCE_MINUTES))])
             try:
                 self.db.execute("INSERT INTO nonces (nonce, gateway_id, at) VALUES (?, ?, ?)",
-                                [nonce, gateway_id, _stamp(now)])
+                                [nonce, gateway_id, stamp(now)])
             except sqlite3.IntegrityError:
                 return False
         return True
 
     # -- ingestion -------------------------------------------------------------
 
+    def _village(self, service: str, answers: dict) -> str:
+        answer = self.addresses.get(service)
+        return str(answers.get(answer) or "") if answer else ""
+
     def ingest(self, gateway_id: str, items: list) -> list[dict]:
         """Store a batch; answer each item `accepted`, `duplicate` or `rejected` with a reason."""
         results = []
-        now = _stamp(self.clock())
+        now = stamp(self.clock())
         with self.transaction():
             for item in items:
                 item_id = item.get("id") if isinstance(item, dict) else None
@@ -119,29 +178,24 @@ class CentralStore(Database):
                     "id": item_id, "gateway_id": gateway_id, "ref": item["ref"], "service": item["service"],
                     "channel": item["channel"], "answers": self.sealer.seal(json.dumps(answers, ensure_ascii=False)),
                     "phone": self.sealer.seal(item["phone"]), "language": item["language"],
-                    "village": str(answers.get("village") or answers.get("location") or ""),
-                    "status": "received", "note": None, "created_at": item["created_at"],
+                    "village": self._village(item["service"], answers),
+                    "status": "received", "note": None, "created_at": utc_stamp(item["created_at"]),
                     "received_at": now, "updated_at": now,
                 })
                 results.append({"id": item_id, "result": "accepted"})
         return results
 
-    def add_direct(self, submission_id: str, new_ref: Callable[[], str], service: str, answers: dict,
-                   phone: str, channel: str, language: str = "en") -> dict:
-        """A submission made at the centre (an Open311 client), not by a gateway."""
-        now = _stamp(self.clock())
+    def add_direct(self, service: str, answers: dict, phone: str, channel: str, *, prefix: str,
+                   language: str = "en") -> dict:
+        """A submission made at the centre (an Open311 client), not by a gateway; its reference starts with `prefix`."""
+        now = stamp(self.clock())
         with self.transaction():
-            for _ in range(10):
-                ref = new_ref()
-                if not self.db.execute("SELECT 1 FROM submissions WHERE ref = ?", [ref]).fetchone():
-                    break
-            else:
-                raise RuntimeError("no free reference")
+            ref = self.free_reference(prefix)
             self.db["submissions"].insert({
-                "id": submission_id, "gateway_id": channel, "ref": ref, "service": service, "channel": channel,
+                "id": str(ULID()), "gateway_id": channel, "ref": ref, "service": service, "channel": channel,
                 "answers": self.sealer.seal(json.dumps(answers, ensure_ascii=False)),
                 "phone": self.sealer.seal(phone), "language": language,
-                "village": str(answers.get("village") or answers.get("location") or ""),
+                "village": self._village(service, answers),
                 "status": "received", "note": None, "created_at": now, "received_at": now, "updated_at": now,
             })
         return self.submission(ref)
@@ -152,7 +206,7 @@ class CentralStore(Database):
         """Change a submission's status (staff); the change joins its gateway's update feed."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-        now = _stamp(self.clock())
+        now = stamp(self.clock())
         with self.transaction():
             row = self.db.execute("SELECT id, gateway_id FROM submissions WHERE ref = ?", [ref]).fetchone()
             if row is None:
@@ -163,11 +217,11 @@ class CentralStore(Database):
                             "VALUES (?, ?, ?, ?, ?, ?)", [row[0], row[1], ref, status, note or None, now])
         return self.submission(ref)
 
-    def updates(self, gateway_id: str, since: int, limit: int = 500) -> list[dict]:
-        """Status changes of `gateway_id`'s submissions after cursor `since`, oldest first."""
+    def updates(self, gateway_id: str, since: int, limit: int | None = 500) -> list[dict]:
+        """Status changes of `gateway_id`'s submissions after cursor `since`, oldest first (all when `limit` is None)."""
         rows = self.db.execute(
             "SELECT seq, submission_id, ref, status, note, at FROM updates WHERE gateway_id = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?", [gateway_id, since, limit]).fetchall()
+            "ORDER BY seq LIMIT ?", [gateway_id, since, -1 if limit is None else limit]).fetchall()
         return [dict(zip(("seq", "id", "ref", "status", "note", "at"), row)) for row in rows]
 
     def acks(self, gateway_id: str) -> list[str]:
@@ -181,22 +235,57 @@ class CentralStore(Database):
         rows = list(self.db["submissions"].rows_where("ref = ?", [ref]))
         return self._open(rows[0]) if rows else None
 
-    def submissions(self, *, status: str | None = None, service: str | None = None,
-                    village: str | None = None, since: str | None = None, limit: int = 1000) -> list[dict]:
-        where, args = [], []
-        for column, value in (("status", status), ("service", service)):
-            if value:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if village:
-            where.append("lower(village) = lower(?)")
-            args.append(village)
-        if since:
-            where.append("updated_at >= ?")
-            args.append(since)
-        rows = self.db["submissions"].rows_where(" AND ".join(where) or None, args,
-                                                  order_by="created_at DESC", limit=limit)
-        return [self._open(row) for row in rows]
+    def submissions(self, *, status: str | None = None, service: str | None = None, village: str | None = None,
+                    since: str | None = None, after: Key | None = None,
+                    limit: int = 100) -> tuple[list[dict], Key | None]:
+        """One page of submissions, newest first (by created_at, then id), and where the next page starts.
+
+        `village` matches regardless of case; `since` (a `stamp()`) keeps
+        those updated at or after it; `after` continues a list where an
+        earlier page stopped (the key it returned), so rows that arrive in
+        between never shift a page. The key is None on the last page.
+        """
+        conditions = (("status = ?", status), ("service = ?", service), ("village = ? COLLATE NOCASE", village),
+                      ("updated_at >= ?", since), ("(created_at, id) < (?, ?)", after))
+        where = [clause for clause, value in conditions if value]
+        args = [part for _, value in conditions if value for part in (value if isinstance(value, tuple) else (value,))]
+        rows = self._select(where, args, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [self._open(row) for row in rows], (rows[-1]["created_at"], rows[-1]["id"]) if more else None
+
+    def service_requests(self, services: Sequence[str], *, refs: Sequence[str] = (), start: str | None = None,
+                         end: str | None = None, statuses: Sequence[str] = (), limit: int = 1000) -> list[dict]:
+        """Submissions of `services`, newest first: those with references `refs` when given, else
+        those created from `start` to `end` (`stamp()`s, both inclusive) with one of `statuses` (any when empty).
+        """
+        if not services:
+            return []
+        where = [f"service IN ({', '.join('?' * len(services))})"]
+        args: list = list(services)
+        if refs:
+            where.append(f"ref IN ({', '.join('?' * len(refs))})")
+            args.extend(refs)
+        else:
+            if start:
+                where.append("created_at >= ?")
+                args.append(start)
+            if end:
+                where.append("created_at <= ?")
+                args.append(end)
+            if statuses:
+                where.append(f"status IN ({', '.join('?' * len(statuses))})")
+                args.extend(statuses)
+        return [self._open(row) for row in self._select(where, args, limit)]
+
+    def _select(self, where: list[str], args: list, limit: int) -> list[dict]:
+        """Sealed rows matching every condition in `where`, newest first, at most `limit`."""
+        sql = "SELECT * FROM submissions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        cursor = self.db.execute(f"{sql} ORDER BY {NEWEST_FIRST} LIMIT ?", [*args, limit])
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     def _open(self, row: dict) -> dict:
         row = dict(row)
@@ -225,7 +314,7 @@ def _check_item(item) -> str | None:
         if not isinstance(item[name], str) or not item[name]:
             return f"{name} must be a non-empty string"
     try:
-        dt.datetime.fromisoformat(item["created_at"])
+        utc_stamp(item["created_at"])
     except ValueError:
         return "created_at must be an ISO 8601 time"
     return None

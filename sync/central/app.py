@@ -1,66 +1,78 @@
-"""The reference central backend: `create_central_app(...)`.
+"""The reference central backend's aiohttp application: `create_central_app(config)`.
 
     /sync/v1/batches   POST  a gateway's signed, gzip'd batch; a signed answer per item
     /sync/v1/updates   GET   status changes of that gateway's submissions after ?since=
-    /api/v1/submissions           GET    staff: list (status, service, village, since)
+    /api/v1/submissions           GET    staff: one page, newest first (status, service, village,
+                                         since, limit, cursor)
     /api/v1/submissions/{ref}     PATCH  staff: set status (received, in_progress, resolved, rejected) and note
 
 Staff calls carry `Authorization: Bearer <central.staff_token>`. Open311
-GeoReport v2 lives under `/open311/v2/` (see `open311.py`).
+GeoReport v2 lives under `/open311/v2/` (see `open311.py`). A refused sync
+request carries `X-Kentongan-Refusal` (see `sync.protocol`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import base64
+import binascii
 import hmac
 import json
 import logging
-from pathlib import Path
 from typing import AsyncIterator
 
 from aiohttp import web
 
-from .central_store import CentralStore
-from .client import BATCH_PATH, UPDATES_PATH, decode_batch
+from ..errors import ClockSkew, SignatureError
+from ..protocol import (BATCH_PATH, GATEWAY, REFUSAL, STATUSES, UPDATES_PATH, check_request, decode_batch,
+                        sign_answer)
+from ..thread import StoreThread
+from .config import CentralConfig
 from .open311 import setup_open311
-from .signing import GATEWAY, SignatureError, check_request, sign_answer
-from .store import STATUSES
-from .thread import StoreThread
+from .store import Key, utc_stamp
 
 log = logging.getLogger(__name__)
 
+central_config_key = web.AppKey("central_config", CentralConfig)
 central_store_key = web.AppKey("central_store", StoreThread)
-settings_key = web.AppKey("central_settings", dict)
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 UPDATES_LIMIT = 500
+PAGE_LIMIT = 100
+MAX_PAGE_LIMIT = 1000
 
 
-def create_central_app(data_dir: str | Path, gateways: dict[str, str], staff_token: str, *,
-                       services: list[dict] = (), open311_api_key: str = "", ref_prefix: str = "Z",
-                       agency: str = "") -> web.Application:
-    """The central backend over its store in `data_dir`, knowing `gateways` (id -> sync secret).
+def create_central_app(config: CentralConfig) -> web.Application:
+    """The central backend for `config`: the one assembly `serve`, `central serve` and the tests use.
 
-    `services` are the Open311 service descriptions (see `open311.py`).
+    Raises ValueError when `config.open311_services` names a code that is not among `config.forms`.
     """
     app = web.Application(client_max_size=MAX_BATCH_BYTES)
-    setup_open311(app, central_store_key, list(services), open311_api_key, ref_prefix, agency)
-    app[settings_key] = {"data_dir": Path(data_dir), "gateways": dict(gateways), "staff_token": staff_token}
-    app.cleanup_ctx.append(_store_context)
+    app[central_config_key] = config
+    setup_open311(app, config, central_store_key)
+    app.cleanup_ctx.append(store_context)
+    setup_routes(app)
+    return app
+
+
+def setup_routes(app: web.Application) -> None:
     app.router.add_post(BATCH_PATH, receive_batch)
     app.router.add_get(UPDATES_PATH, send_updates)
     app.router.add_get("/api/v1/submissions", list_submissions)
     app.router.add_patch("/api/v1/submissions/{ref}", change_submission)
-    return app
+    app.router.add_get("/healthz", healthz)
 
 
-async def _store_context(app: web.Application) -> AsyncIterator[None]:
-    settings = app[settings_key]
-    thread = await StoreThread.open(CentralStore.open, settings["data_dir"])
-    for gateway_id, secret in settings["gateways"].items():
-        await thread.call(lambda store, g=gateway_id, s=secret: store.register_gateway(g, s))
+async def store_context(app: web.Application) -> AsyncIterator[None]:
+    thread = await StoreThread.open(CentralConfig.open_store, app[central_config_key])
     app[central_store_key] = thread
     yield
     thread.close()
+
+
+# -- the sync API ---------------------------------------------------------------------
+
+def _refuse(code: str, text: str, status: type[web.HTTPClientError] = web.HTTPUnauthorized) -> web.HTTPClientError:
+    """A refusal: a short text for people, and the code (`protocol.REFUSALS`) for the gateway."""
+    return status(text=text, headers={REFUSAL: code})
 
 
 async def _verified(request: web.Request, body: bytes) -> tuple[str, str, str]:
@@ -69,13 +81,15 @@ async def _verified(request: web.Request, body: bytes) -> tuple[str, str, str]:
     gateway_id = request.headers.get(GATEWAY, "")
     secret = await store.call(lambda s: s.secret(gateway_id)) if gateway_id else None
     if secret is None:
-        raise web.HTTPUnauthorized(text="unknown or missing gateway")
+        raise _refuse("unknown-gateway", "unknown or missing gateway")
     try:
         nonce = check_request(request.headers, secret, request.method, request.path_qs, body)
+    except ClockSkew as error:
+        raise _refuse("clock-skew", str(error)) from None
     except SignatureError as error:
-        raise web.HTTPUnauthorized(text=str(error)) from None
+        raise _refuse("wrong-secret", str(error)) from None
     if not await store.call(lambda s: s.use_nonce(gateway_id, nonce)):
-        raise web.HTTPUnauthorized(text="replayed request")
+        raise _refuse("replayed", "replayed request")
     return gateway_id, secret, nonce
 
 
@@ -93,9 +107,9 @@ async def receive_batch(request: web.Request) -> web.Response:
     try:
         batch = decode_batch(raw)
     except ValueError as error:
-        raise web.HTTPBadRequest(text=str(error)) from None
+        raise _refuse("bad-batch", str(error), web.HTTPBadRequest) from None
     if batch.get("gateway") not in (None, gateway_id):
-        raise web.HTTPBadRequest(text="batch names another gateway")
+        raise _refuse("bad-batch", "batch names another gateway", web.HTTPBadRequest)
     results = await request.app[central_store_key].call(lambda s: s.ingest(gateway_id, batch["items"]))
     accepted = sum(r["result"] == "accepted" for r in results)
     log.info("batch from %s: %d items, %d new", gateway_id, len(results), accepted)
@@ -113,8 +127,10 @@ async def send_updates(request: web.Request) -> web.Response:
     return _signed_json({"updates": updates, "cursor": cursor}, secret, nonce)
 
 
+# -- the staff API --------------------------------------------------------------------
+
 def _staff(request: web.Request) -> None:
-    token = request.app[settings_key]["staff_token"]
+    token = request.app[central_config_key].staff_token
     given = request.headers.get("Authorization", "")
     if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         raise web.HTTPUnauthorized(text="staff token required: Authorization: Bearer <central.staff_token>")
@@ -125,22 +141,59 @@ def _public(row: dict) -> dict:
                                       "answers", "phone", "gateway_id", "created_at", "received_at", "updated_at")}
 
 
+def encode_cursor(key: Key) -> str:
+    """The opaque `next` of a page: where the following page starts."""
+    return base64.urlsafe_b64encode(json.dumps(list(key), separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Key:
+    """The inverse of `encode_cursor`; ValueError when `text` is not one."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("not a cursor") from None
+    if not (isinstance(key, list) and len(key) == 2 and all(isinstance(part, str) for part in key)
+            and utc_stamp(key[0]) == key[0]):
+        raise ValueError("not a cursor")
+    return key[0], key[1]
+
+
+def _limit(text: str | None) -> int:
+    reason = f"limit must be a whole number from 1 to {MAX_PAGE_LIMIT}"
+    if not text:
+        return PAGE_LIMIT
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_LIMIT:
+        raise web.HTTPBadRequest(text=reason)
+    return int(text)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def _parsed(text: str | None, parse, reason: str):
+    """`parse(text)` of a query parameter, None when absent; a 400 with `reason` when it cannot be read."""
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except (ValueError, OverflowError):
+        raise web.HTTPBadRequest(text=reason) from None
+
+
 async def list_submissions(request: web.Request) -> web.Response:
     _staff(request)
     query = request.query
     if query.get("status") and query["status"] not in STATUSES:
         raise web.HTTPBadRequest(text=f"status must be one of {', '.join(STATUSES)}")
-    since = None
-    if query.get("since"):
-        try:
-            when = dt.datetime.fromisoformat(query["since"].replace("Z", "+00:00"))
-        except ValueError:
-            raise web.HTTPBadRequest(text="since must be an ISO 8601 time, like 2026-11-01T00:00:00Z") from None
-        when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
-        since = when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
-    rows = await request.app[central_store_key].call(lambda s: s.submissions(
-        status=query.get("status"), service=query.get("service"), village=query.get("village"), since=since))
-    return web.json_response({"submissions": [_public(r) for r in rows]})
+    limit = _limit(query.get("limit"))
+    since = _parsed(query.get("since"), utc_stamp, "since must be an ISO 8601 time, like 2026-11-01T00:00:00Z")
+    after = _parsed(query.get("cursor"), decode_cursor, "cursor must be the `next` of an earlier page")
+    rows, more = await request.app[central_store_key].call(lambda s: s.submissions(
+        status=query.get("status"), service=query.get("service"), village=query.get("village"), since=since,
+        after=after, limit=limit))
+    return web.json_response({"submissions": [_public(r) for r in rows],
+                              "next": encode_cursor(more) if more else None})
 
 
 async def change_submission(request: web.Request) -> web.Response:

@@ -1,0 +1,134 @@
+"""What a gateway and the central backend agree on: paths, statuses, the batch codec, signing, refusals.
+
+The sync client (`sync/client.py`) and the central backend (`sync/central/`)
+both import this module and never each other.
+
+Signing. A request carries `X-Kentongan-Gateway`, `-Timestamp` (Unix
+seconds), `-Nonce` (random, used once) and `-Signature`: HMAC-SHA256 with the
+gateway's secret over method, path (with query), timestamp, nonce and the
+SHA-256 of the body. The answer is signed too, over its status, the request's
+nonce and its body, so a gateway only believes an answer made by the central
+backend for this very request: a captive portal's `200` page, or an old
+answer replayed, never marks anything synced.
+
+Refusals. When the central backend refuses a gateway it answers 401 (or 400
+for a batch it cannot read) with a short text body and the header
+`X-Kentongan-Refusal: <code>`, one of `REFUSALS`. Every code but `replayed`
+is permanent: a person must fix the secret, the registration, the clock or
+the software. A 4xx without that header comes from something else on the
+way (a proxy) and says nothing about this gateway.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from types import MappingProxyType
+from typing import Mapping
+
+from .errors import ClockSkew, SignatureError
+
+BATCH_PATH = "/sync/v1/batches"
+UPDATES_PATH = "/sync/v1/updates"
+BATCH_TYPE = "application/vnd.kentongan.batch+json+gzip"
+
+STATUSES = ("received", "in_progress", "resolved", "rejected")
+"""A submission's status, in the order it usually moves; the central backend's staff set it."""
+
+HEADER = "X-Kentongan-"
+GATEWAY = HEADER + "Gateway"
+TIMESTAMP = HEADER + "Timestamp"
+NONCE = HEADER + "Nonce"
+SIGNATURE = HEADER + "Signature"
+REFUSAL = HEADER + "Refusal"
+MAX_SKEW_SECONDS = 300
+
+REFUSALS: Mapping[str, str] = MappingProxyType({
+    "unknown-gateway": "central does not know this gateway id",
+    "wrong-secret": "central refuses this gateway's secret",
+    "clock-skew": "this gateway's clock is more than 5 minutes off the central backend's",
+    "replayed": "central saw this request before",
+    "bad-batch": "central cannot read this gateway's batches",
+})
+"""Refusal codes and the words an operator reads for each."""
+
+RETRYABLE_REFUSALS = frozenset({"replayed"})
+"""Refusals a fresh request heals (a new nonce); the others need a person."""
+
+
+# -- the batch codec -------------------------------------------------------------
+
+def encode_batch(gateway_id: str, items: list[dict]) -> bytes:
+    """A batch as it travels: compact JSON, gzip'd."""
+    payload = json.dumps({"gateway": gateway_id, "items": items}, separators=(",", ":"), ensure_ascii=False)
+    return gzip.compress(payload.encode("utf-8"), compresslevel=9, mtime=0)
+
+
+def decode_batch(raw: bytes) -> dict:
+    """The inverse of `encode_batch`; ValueError when it is not a batch."""
+    try:
+        data = json.loads(gzip.decompress(raw))
+    except (OSError, EOFError, ValueError) as error:
+        raise ValueError(f"not a gzip'd JSON batch: {error}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        raise ValueError("a batch is an object with a list of items")
+    return data
+
+
+# -- signing -----------------------------------------------------------------------
+
+def _mac(secret: str, *parts: str | bytes) -> str:
+    joined = b"\n".join(p.encode() if isinstance(p, str) else p for p in parts)
+    return hmac.new(secret.encode(), joined, hashlib.sha256).hexdigest()
+
+
+def sign_request(gateway_id: str, secret: str, method: str, path: str, body: bytes,
+                 now: float | None = None) -> dict[str, str]:
+    """Headers that sign one request."""
+    stamp = str(int(now if now is not None else time.time()))
+    nonce = secrets.token_hex(16)
+    digest = hashlib.sha256(body).hexdigest()
+    return {GATEWAY: gateway_id, TIMESTAMP: stamp, NONCE: nonce,
+            SIGNATURE: _mac(secret, method.upper(), path, stamp, nonce, digest)}
+
+
+def check_request(headers: Mapping[str, str], secret: str, method: str, path: str, body: bytes,
+                  now: float | None = None) -> str:
+    """Verify a request's signature and freshness; return its nonce (the caller checks it is new).
+
+    Raises `ClockSkew` when the timestamp is more than `MAX_SKEW_SECONDS`
+    off, `SignatureError` for anything else wrong.
+    """
+    try:
+        stamp, nonce, signature = headers[TIMESTAMP], headers[NONCE], headers[SIGNATURE]
+    except KeyError:
+        raise SignatureError("unsigned request") from None
+    try:
+        skew = abs((now if now is not None else time.time()) - int(stamp))
+    except ValueError:
+        raise SignatureError("bad timestamp") from None
+    if skew > MAX_SKEW_SECONDS:
+        raise ClockSkew("stale request: timestamp more than 5 minutes off")
+    if not 16 <= len(nonce) <= 64:
+        raise SignatureError("bad nonce")
+    expected = _mac(secret, method.upper(), path, stamp, nonce, hashlib.sha256(body).hexdigest())
+    if not hmac.compare_digest(expected, signature):
+        raise SignatureError("wrong signature")
+    return nonce
+
+
+def sign_answer(secret: str, status: int, nonce: str, body: bytes) -> dict[str, str]:
+    """Headers that sign an answer to the request that carried `nonce`."""
+    return {SIGNATURE: _mac(secret, str(status), nonce, hashlib.sha256(body).hexdigest())}
+
+
+def check_answer(headers: Mapping[str, str], secret: str, status: int, nonce: str, body: bytes) -> None:
+    """Raise `SignatureError` unless the answer was signed by the central backend for this request."""
+    signature = headers.get(SIGNATURE, "")
+    expected = _mac(secret, str(status), nonce, hashlib.sha256(body).hexdigest())
+    if not signature or not hmac.compare_digest(expected, signature):
+        raise SignatureError("the answer is not signed by the central backend")
