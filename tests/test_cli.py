@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -58,11 +57,6 @@ def dial_report(port):
 
 def healthy(port):
     return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
-
-
-def listening(port):
-    with socket.create_connection(("127.0.0.1", port), timeout=5):
-        return True
 
 
 def test_cli_serve_answers_the_main_menu_and_status_counts(tmp_path):
@@ -170,7 +164,7 @@ def test_cli_sync_refused_secret_says_so_in_words(tmp_path):
     central = subprocess.Popen([sys.executable, "-m", "gateway", "central", "serve"], cwd=tmp_path / "centre",
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: listening(central_port))
+        wait_until(lambda: healthy(central_port))
         write_config(tmp_path, gateway={"id": "desa-1", "port": port}, sync={"secret": "a-wrong-one"},
                      central={"url": f"http://127.0.0.1:{central_port}"})
         Store.open(tmp_path / "var").close()
