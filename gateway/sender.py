@@ -20,6 +20,7 @@ from typing import AsyncIterator, Protocol
 import requests
 from aiohttp import web
 
+from .errors import ProviderError
 from .log import mask_phone
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,6 @@ class AfricasTalkingProvider:
         if code in ACCEPTED:
             return Outcome(True, recipient.get("messageId"), status)
         return Outcome(False, recipient.get("messageId"), f"{code} {status}", permanent=code in REFUSED_FOR_GOOD)
-
-
-class ProviderError(Exception):
-    """A send that may succeed later: network failure, 5xx, an answer we cannot read."""
 
 
 def backoff(attempt: int, base: float) -> dt.timedelta:
@@ -171,7 +168,9 @@ class Sender:
         next_due = await self._store.call(lambda store: store.outbox.next_due())
         wait = IDLE_SECONDS
         if next_due is not None:
-            wait = min(wait, max(0.0, (next_due - dt.datetime.now(dt.timezone.utc)).total_seconds()))
+            # The store's clock, not the wall clock: due times are written in it (tests move it).
+            now = self._store.store.clock()
+            wait = min(wait, max(0.0, (next_due - now).total_seconds()))
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=wait)
         except asyncio.TimeoutError:

@@ -5,9 +5,14 @@ the `apiKey` header, form fields `username`, `to`, `message`, `bulkSMSMode`,
 optional `from`; a JSON answer with `Content-Type: application/json` exactly
 (the SDK parses nothing else) listing each recipient's status code. A test
 scripts what the next requests get: a 500; a `timeout` (no answer until
-the client gave up, then a 504: the message was not sent); a `slow` success
-(sent, but the answer comes after the client gave up, as when a link drops
-mid-answer); a captive portal's HTML page; or a per-recipient status code.
+the test calls `release()`, then a 504: the message was not sent); a `slow`
+success (the message is sent at once, but the answer waits for `release()`,
+as when a link drops mid-answer); a captive portal's HTML page; or a
+per-recipient status code.
+
+Held requests never wait on a timer: a test waits until `holding` says the
+request is in hand, does what it needs (lets the client give up, kills the
+gateway), then calls `release()` and waits until `holding` is 0 again.
 """
 
 from __future__ import annotations
@@ -32,29 +37,43 @@ class AfricasTalkingStandIn:
         self.received: list[dict] = []   # every request that reached us, answered or not
         self.accepted: list[dict] = []   # the messages we answered with a success code
         self.plan: list[object] = []     # the next requests get: "500", "timeout", "slow", "html", or a code
-        self.hang_seconds = 5.0
+        self.holding = 0                 # requests in hand whose answer waits for `release()`
+        self._released = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._kept: socket.socket | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/version1"
 
-    async def start(self, port: int | None = None) -> "AfricasTalkingStandIn":
+    async def start(self) -> "AfricasTalkingStandIn":
+        """Listen on a free port, or again on the port `stop(keep_port=True)` kept."""
+        self._released = asyncio.Event()
         app = web.Application()
         app.router.add_post("/version1/messaging", self.messaging)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        if port is None:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
-        self.port = port
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        sock = self._kept or bound_socket(0)
+        self._kept = None
+        sock.listen()
+        await web.SockSite(self.runner, sock).start()
+        self.port = sock.getsockname()[1]
         return self
 
-    async def stop(self) -> None:
+    async def stop(self, keep_port: bool = False) -> None:
+        """Stop answering; with `keep_port`, connections are refused and nobody else takes the port."""
+        self.release()  # a held request would keep the server from shutting down
         await self.runner.cleanup()
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
+        if keep_port:
+            self._kept = bound_socket(self.port)  # bound, not listening: a caller gets "connection refused"
+
+    def release(self) -> None:
+        """Answer every held request now, and answer later `timeout` and `slow` ones at once."""
+        self._released.set()
 
     def bodies(self, to: str | None = None) -> list[str]:
         return [m["message"] for m in self.accepted if to is None or m["to"] == to]
@@ -65,21 +84,28 @@ class AfricasTalkingStandIn:
             return web.Response(status=401, text="The supplied authentication is invalid")
         if not form.get("to") or not form.get("message"):
             return web.Response(status=400, text="Request is missing required form field 'to' or 'message'")
-        record = {"to": form["to"], "message": form["message"], "from": form.get("from"),
-                  "bulkSMSMode": form.get("bulkSMSMode")}
-        self.received.append(record)
+        self.received.append(fields(form))
         behaviour = self.plan.pop(0) if self.plan else 101
         if behaviour == "500":
             return web.Response(status=500, text="Internal Server Error")
         if behaviour in ("timeout", "slow"):
-            await asyncio.sleep(self.hang_seconds)
-            if behaviour == "timeout":
+            answer = self.answer(form, 101) if behaviour == "slow" else None  # "slow": sent now
+            self.holding += 1
+            try:
+                await self._released.wait()
+            finally:
+                self.holding -= 1
+            if answer is None:
                 return web.Response(status=504, text="Gateway Timeout")
-            behaviour = 101
+            return answer
         if behaviour == "html":
             return web.Response(text="<html><body>Please log in to continue</body></html>",
                                 content_type="text/html")
-        code = int(behaviour)
+        return self.answer(form, int(behaviour))
+
+    def answer(self, form, code: int) -> web.Response:
+        """The JSON answer with status `code` for every recipient; the ones accepted are recorded."""
+        record = fields(form)
         recipients = []
         for number in form["to"].split(","):
             ok = code in (100, 101, 102)
@@ -93,3 +119,15 @@ class AfricasTalkingStandIn:
                                      "Recipients": recipients}}
         # Exactly "application/json": the SDK compares the header and returns raw text otherwise.
         return web.Response(body=json.dumps(answer).encode(), headers={"Content-Type": "application/json"})
+
+
+def fields(form) -> dict:
+    return {"to": form["to"], "message": form["message"], "from": form.get("from"),
+            "bulkSMSMode": form.get("bulkSMSMode")}
+
+
+def bound_socket(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock

@@ -1,8 +1,6 @@
 """SMS through the real africastalking SDK, against a loopback stand-in of its API."""
 
-import asyncio
 import re
-
 
 from conftest import PHONE, Gateway, eventually, sms_config
 from gateway.resources import store_key
@@ -33,9 +31,9 @@ async def sent(gateway, count=1):
     await eventually(enough, timeout=30)
 
 
-async def first_has_attempts(gateway):
+async def first_is_waiting_to_retry(gateway):
     rows = await outbox(gateway)
-    return bool(rows) and rows[0]["attempts"] >= 1
+    return bool(rows) and rows[0]["state"] == "queued" and rows[0]["attempts"] == 1
 
 
 async def report_by_ussd(gateway, session="s", phone=PHONE):
@@ -68,13 +66,23 @@ async def reply_to(gateway, standin, text, phone=PHONE, **kwargs):
 
 # -- confirmations through the real SDK -------------------------------------
 
+async def after_everything_queued_so_far(gateway, standin):
+    """Send a marker SMS and wait until it went out.
+
+    The sender sends due rows one at a time, oldest first: once a message
+    queued now has reached the provider, anything queued before it has had
+    its turn. No waiting for something not to happen.
+    """
+    await reply_to(gateway, standin, "HELP", phone=OTHER)
+
+
 async def test_sms_ussd_submission_sends_exactly_one_confirmation(sms_gateway, standin):
     ref = await report_by_ussd(sms_gateway)
     await sent(sms_gateway)
-    await asyncio.sleep(0.3)  # room for a wrong second copy to show up
-    assert standin.bodies() == [f"Kentongan: Laporan masalah diterima, nomor {ref}. Cek status: kirim CEK {ref}"]
+    await after_everything_queued_so_far(sms_gateway, standin)
+    assert standin.bodies(PHONE) == [f"Kentongan: Laporan masalah diterima, nomor {ref}. Cek status: kirim CEK {ref}"]
     assert standin.accepted[0]["to"] == PHONE and standin.accepted[0]["bulkSMSMode"] == "1"
-    rows = await outbox(sms_gateway)
+    rows = await outbox(sms_gateway, PHONE)
     assert [(r["kind"], r["state"], r["attempts"]) for r in rows] == [("confirmation", "sent", 1)]
     assert rows[0]["provider_id"] == standin.accepted[0]["id"]
 
@@ -87,16 +95,23 @@ async def test_sms_confirmation_in_callers_language(sms_gateway, standin):
     assert standin.bodies() == [f"Kentongan: Ripoti ya tatizo imepokelewa, namba {ref}. Kwa hali yake tuma HALI {ref}"]
 
 
-async def test_sms_provider_failures_delay_but_never_lose_or_double(sms_gateway, standin):
-    standin.hang_seconds = 1.5  # past the gateway's 0.5 s timeout
+async def test_sms_provider_failures_delay_but_never_lose_or_double(tmp_path, standin):
+    # "timeout": no answer until released, long after the gateway gave up waiting (2 s) and tried again.
     standin.plan = ["500", "timeout", "500", "html", "timeout", "500"]
-    refs = [await report_by_ussd(sms_gateway, f"s{n}", phone=f"+62812345678{n}0") for n in range(3)]
-    await sent(sms_gateway, 3)
-    await asyncio.sleep(2)  # the timed-out requests answer late; nothing may come of them
+    gw = await Gateway(sms_config(tmp_path, standin, sms__timeout_seconds=2)).start()
+    try:
+        refs = [await report_by_ussd(gw, f"s{n}", phone=f"+62812345678{n}0") for n in range(3)]
+        await sent(gw, 3)
+        # Now the timed-out requests answer, late; nothing may come of them.
+        standin.release()
+        await eventually(lambda: standin.holding == 0)
+        rows = await outbox(gw)
+    finally:
+        await gw.stop()
+    assert len(standin.received) == 3 + 6
     for n, ref in enumerate(refs):
         copies = [b for b in standin.bodies(f"+62812345678{n}0") if ref in b]
         assert len(copies) == 1, (ref, copies)
-    rows = await outbox(sms_gateway)
     assert sorted(r["state"] for r in rows) == ["sent", "sent", "sent"]
     assert sum(r["attempts"] for r in rows) == 3 + 6  # every scripted failure cost exactly one retry
 
@@ -113,8 +128,8 @@ async def test_sms_blacklisted_number_is_given_up_at_once(sms_gateway, standin):
     standin.plan = [406]
     await report_by_ussd(sms_gateway)
     await eventually(lambda: state_of_first_is(sms_gateway, "dead"))
-    await asyncio.sleep(0.3)
-    assert len(standin.received) == 1
+    await after_everything_queued_so_far(sms_gateway, standin)
+    assert [m["to"] for m in standin.received] == [PHONE, OTHER]  # the refused number was tried once
     assert (await outbox(sms_gateway))[0]["reason"] == "406 UserInBlacklist"
 
 
@@ -138,15 +153,20 @@ async def test_sms_gives_up_after_max_attempts(tmp_path, standin):
         await gw.stop()
 
 
-async def test_sms_stale_message_expires_instead_of_sending(sms_gateway, standin):
-    standin.plan = ["500"] * 1000
-    await report_by_ussd(sms_gateway)
-    await eventually(lambda: first_has_attempts(sms_gateway))
-    await sms_gateway.app[store_key].call(
-        lambda store: store.db.execute("UPDATE outbox SET expires_at = '2000-01-01T00:00:00.000+00:00'"))
-    standin.plan = []
-    await eventually(lambda: state_of_first_is(sms_gateway, "expired"), timeout=30)
-    assert standin.accepted == []
+async def test_sms_stale_message_expires_instead_of_sending(tmp_path, standin):
+    # One failed attempt, then the next one is due in half an hour or more: nothing is in flight.
+    standin.plan = ["500"]
+    gw = await Gateway(sms_config(tmp_path, standin, sms__retry_seconds=3600)).start()
+    try:
+        await report_by_ussd(gw)
+        await eventually(lambda: first_is_waiting_to_retry(gw))
+        gw.advance(hours=25)  # past the 24 h time-to-live, with the provider working again
+        await eventually(lambda: state_of_first_is(gw, "expired"))
+        row = (await outbox(gw))[0]
+        assert (row["attempts"], row["reason"]) == (1, "waited past its time-to-live")
+        assert len(standin.received) == 1 and standin.accepted == []
+    finally:
+        await gw.stop()
 
 
 # -- delivery reports ------------------------------------------------------------
