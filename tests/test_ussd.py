@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import PHONE, Gateway, MovableClock, make_config
+from flows import FlowError
 from flows.text import USSD_LIMIT, ussd_cost
-from gateway.resources import store_key
+from gateway.resources import engine_key, store_key
 from sync.store import DATABASE_NAME, Store
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
@@ -379,6 +380,21 @@ async def test_ussd_session_saved_under_old_menus_restarts_at_main_menu(gateway)
 
     await gateway.app[store_key].call(break_session)
     assert (await gateway.hop("old", "1*1*Dusun Kidul")).startswith("CON Kentongan, layanan desa")
+
+
+async def test_ussd_engine_bug_is_an_error_and_an_apology_never_a_silent_restart(gateway, monkeypatch, caplog):
+    await gateway.dial("bug", "1")
+
+    def broken_route(*args):
+        raise FlowError("menus/report.yaml: screen 'category' has no route 'choose_1'")
+
+    monkeypatch.setattr(gateway.app[engine_key], "_fire", broken_route)
+    body = await gateway.hop("bug", "1*1")
+    assert body == "END Maaf, ada gangguan. Silakan coba lagi nanti."
+    assert [r.levelname for r in caplog.records if "has no route" in r.getMessage() or r.exc_info] == ["ERROR"]
+    monkeypatch.undo()
+    again = await gateway.hop("bug", "1*1")  # nothing was committed: the network's retry goes on where it was
+    assert again.startswith("CON Di mana? Tulis desa")
 
 
 async def test_ussd_reference_collision_draws_another(gateway, monkeypatch):
