@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import datetime as dt
 import socket
 import time
@@ -39,6 +40,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def served(app: web.Application, port: int | None = None, **runner_options):
+    """`app` on a loopback port (a free one unless given) for the block; yields its base URL."""
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    port = port or free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def make_config(data_dir: Path, **overrides):

@@ -10,9 +10,8 @@ import re
 import shutil
 
 import aiohttp
-from aiohttp import web
 
-from conftest import PHONE, Gateway, free_port, make_config
+from conftest import PHONE, Gateway, make_config, served
 from gateway.central import central_config
 from gateway.config import data_root
 from gateway.resources import engine_key, store_key
@@ -68,24 +67,17 @@ async def test_menus_data_new_category_works_by_ussd_sms_and_open311(tmp_path):
 
         # Open311: the service lists it, and a request in it is accepted.
         central = create_central_app(central_config(config, gw.app[engine_key]))
-        runner = web.AppRunner(central)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
-            async with aiohttp.ClientSession() as http:
-                base = f"http://127.0.0.1:{port}/open311/v2"
-                async with http.get(f"{base}/services/report.json") as response:
-                    definition = await response.json()
-                category = next(a for a in definition["attributes"] if a["code"] == "category")
-                assert {"key": "bridge", "name": "Broken bridge"} in category["values"]
-                form = {"api_key": "k", "service_code": "report", "address_string": "Sungai Kidul",
-                        "description": "Jembatan kayu patah", "attribute[category]": "bridge"}
-                async with http.post(f"{base}/requests.json", data=form) as response:
-                    assert response.status == 200, await response.text()
-                    made = json.loads(await response.text())
-                assert made[0]["service_request_id"].startswith("Z")
-        finally:
-            await runner.cleanup()
+        async with served(central) as url, aiohttp.ClientSession() as http:
+            base = f"{url}/open311/v2"
+            async with http.get(f"{base}/services/report.json") as response:
+                definition = await response.json()
+            category = next(a for a in definition["attributes"] if a["code"] == "category")
+            assert {"key": "bridge", "name": "Broken bridge"} in category["values"]
+            form = {"api_key": "k", "service_code": "report", "address_string": "Sungai Kidul",
+                    "description": "Jembatan kayu patah", "attribute[category]": "bridge"}
+            async with http.post(f"{base}/requests.json", data=form) as response:
+                assert response.status == 200, await response.text()
+                made = json.loads(await response.text())
+            assert made[0]["service_request_id"].startswith("Z")
     finally:
         await gw.stop()

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import PHONE, Gateway, MovableClock, eventually, free_port, make_config, sms_config
+from conftest import PHONE, Gateway, MovableClock, eventually, free_port, make_config, served, sms_config
 from flows import Engine
 from gateway.config import data_root
 from gateway.resources import store_key, syncer_key
@@ -260,21 +260,14 @@ async def test_sync_client_tells_refusals_from_link_trouble(status, headers, tex
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            client = SyncClient(f"http://127.0.0.1:{port}", "desa-1", SECRET, http)
-            for call in (lambda: client.push([item(1)]), lambda: client.pull(0)):
-                with pytest.raises(error) as caught:
-                    await call()
-                assert type(caught.value) is error and text in str(caught.value)
-                if code:
-                    assert caught.value.code == code and str(caught.value).startswith(REFUSALS[code])
-    finally:
-        await runner.cleanup()
+    async with served(app) as url, aiohttp.ClientSession() as http:
+        client = SyncClient(url, "desa-1", SECRET, http)
+        for call in (lambda: client.push([item(1)]), lambda: client.pull(0)):
+            with pytest.raises(error) as caught:
+                await call()
+            assert type(caught.value) is error and text in str(caught.value)
+            if code:
+                assert caught.value.code == code and str(caught.value).startswith(REFUSALS[code])
 
 
 async def test_sync_central_rejects_bad_items_with_reasons(tmp_path):

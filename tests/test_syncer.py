@@ -4,9 +4,8 @@ import asyncio
 import datetime as dt
 
 import pytest
-from aiohttp import web
 
-from conftest import PHONE, free_port
+from conftest import PHONE, free_port, served
 from flows import Engine
 from gateway.config import data_root
 from gateway.resources import Rules
@@ -45,13 +44,11 @@ class Pacer:
         return await asyncio.wait_for(self.asked.get(), 15)
 
 
-async def start_central(data_dir, engine, port):
+def central(data_dir, engine, port):
+    """The central backend on `port` for the block; it knows gateway desa-1 by SECRET."""
     config = CentralConfig(data_dir=data_dir, staff_token="staff", forms=engine.forms("en"),
                            gateways={"desa-1": SECRET})
-    runner = web.AppRunner(create_central_app(config))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner
+    return served(create_central_app(config), port)
 
 
 @pytest.fixture
@@ -84,13 +81,10 @@ async def test_syncer_backs_off_while_down_and_catches_up(tmp_path, engine, stor
             assert INTERVAL * 2 ** failures / 2 <= delay <= INTERVAL * 2 ** failures
         assert caplog.text.count("sync failed") == 4
         assert "central backend unreachable" in (await sync_state(store))["last_error"]
-        runner = await start_central(tmp_path / "central", engine, port)
-        try:
+        async with central(tmp_path / "central", engine, port):
             assert await pacer.next_delay() == INTERVAL  # back to the normal pace once it worked
             state = await sync_state(store)
             assert (state["pending"], state["sent"], state["refused"]) == (0, 1, None)
-        finally:
-            await runner.cleanup()
     finally:
         worker.cancel()
 
@@ -98,38 +92,34 @@ async def test_syncer_backs_off_while_down_and_catches_up(tmp_path, engine, stor
 async def test_syncer_refused_secret_stops_fast_retries_says_why_and_logs_once(tmp_path, engine, store, caplog):
     caplog.set_level("INFO", logger="gateway.syncer")
     port = free_port()
-    runner = await start_central(tmp_path / "central", engine, port)
     pacer = Pacer()
     wrong = syncer(store, engine, port, secret="a-wrong-secret")
-    worker = asyncio.create_task(wrong.run(INTERVAL, sleep=pacer))
-    try:
-        delays = [await pacer.next_delay(release_previous=False)]
-        delays += [await pacer.next_delay() for _ in range(2)]
-        assert delays == [REFUSED_RETRY_SECONDS] * 3
-        state = await sync_state(store)
-        assert state["refused"].startswith("central refuses this gateway's secret")
-        assert state["pending"] == 1
-        assert caplog.text.count("sync refused") == 1
+    async with central(tmp_path / "central", engine, port):
+        worker = asyncio.create_task(wrong.run(INTERVAL, sleep=pacer))
+        try:
+            delays = [await pacer.next_delay(release_previous=False)]
+            delays += [await pacer.next_delay() for _ in range(2)]
+            assert delays == [REFUSED_RETRY_SECONDS] * 3
+            state = await sync_state(store)
+            assert state["refused"].startswith("central refuses this gateway's secret")
+            assert state["pending"] == 1
+            assert caplog.text.count("sync refused") == 1
 
-        wrong.secret = SECRET  # an operator fixes sync.secret
-        assert await pacer.next_delay() == INTERVAL
-        state = await sync_state(store)
-        assert (state["refused"], state["sent"]) == (None, 1)
-        assert "sync works again" in caplog.text
-    finally:
-        worker.cancel()
-        await runner.cleanup()
+            wrong.secret = SECRET  # an operator fixes sync.secret
+            assert await pacer.next_delay() == INTERVAL
+            state = await sync_state(store)
+            assert (state["refused"], state["sent"]) == (None, 1)
+            assert "sync works again" in caplog.text
+        finally:
+            worker.cancel()
 
 
 async def test_syncer_unknown_gateway_is_refused_in_words(tmp_path, engine, store):
     port = free_port()
-    runner = await start_central(tmp_path / "central", engine, port)
     stranger = syncer(store, engine, port)
     stranger.gateway_id = "desa-9"
-    try:
+    async with central(tmp_path / "central", engine, port):
         with pytest.raises(Refused) as caught:
             await stranger.round()
-        assert caught.value.code == "unknown-gateway"
-        assert (await sync_state(store))["refused"].startswith("central does not know this gateway")
-    finally:
-        await runner.cleanup()
+    assert caught.value.code == "unknown-gateway"
+    assert (await sync_state(store))["refused"].startswith("central does not know this gateway")
