@@ -10,6 +10,7 @@ from flows import Engine
 from sync.central import CentralConfig, CentralStore
 
 from .config import Config
+from .errors import ConfigError
 from .resources import load_engine
 
 FORMS_LANGUAGE = "en"
@@ -21,12 +22,19 @@ def central_config(config: Config, engine: Engine) -> CentralConfig:
 
     The gateway named in `config` is registered with its `sync.secret`
     (when set), so a demo gateway and its central backend sync out of the box.
+    Raises `ConfigError` when `central.open311_services` names a flow that
+    makes no submissions.
     """
     lang = FORMS_LANGUAGE if FORMS_LANGUAGE in engine.languages else engine.default_language
+    forms = engine.forms(lang)
+    for code in config["central.open311_services"]:
+        if code not in forms:
+            raise ConfigError(f"central.open311_services: {code!r} is not a flow that makes submissions "
+                              f"(these do: {', '.join(forms)})")
     return CentralConfig(
         data_dir=config.data_dir,
         staff_token=config["central.staff_token"],
-        forms=engine.forms(lang),
+        forms=forms,
         open311_services=config["central.open311_services"],
         open311_api_key=config["central.open311_api_key"],
         ref_prefix=config["central.ref_prefix"],

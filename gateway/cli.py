@@ -69,6 +69,7 @@ def _opened(config_path: str | None, *, engine: bool = False, store: bool = Fals
         opened = _Opened(load_config(config_path, require_file=require_file))
         if engine or central:
             opened.engine = load_engine(opened.config)
+            central_config(opened.config, opened.engine)  # every setting checked before anything runs
         if store:
             if not (opened.config.data_dir / DATABASE_NAME).exists():
                 _fail(f"no gateway store in {opened.config.data_dir.resolve()} ({DATABASE_NAME}); "

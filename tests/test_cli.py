@@ -205,3 +205,12 @@ def test_cli_misspelt_variable_stops_with_a_hint(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "kentongan: config error: KENTONGAN_GATEWAY_PORTT: unknown setting (did you mean KENTONGAN_GATEWAY_PORT?)"]
+
+
+def test_cli_open311_service_that_is_no_form_stops_start_up(tmp_path):
+    write_config(tmp_path, central={"open311_services": ["report", "status"]})
+    result = kentongan("serve", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kentongan: config error: central.open311_services: 'status' is not a flow that makes submissions "
+        "(these do: permit, report, voter)"]
