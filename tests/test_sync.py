@@ -293,8 +293,9 @@ async def test_sync_rejected_items_are_kept_aside_not_resent(tmp_path):
     central = await Central(tmp_path / "central").start()
     gw = await Gateway(make_sync_config(tmp_path / "gw", central.url)).start()
     try:
-        await report(gw, "s1")
-        await gw.app[store_key].call(lambda s: s.db.execute("UPDATE submissions SET ref = 'bad ref'"))
+        # A row the central backend cannot take (as an older gateway version might have stored it).
+        bad = {"service": "report", "ref": "bad ref", "language": "id", "unique": {}, "answers": {}}
+        await gw.app[store_key].call(lambda s: s.add_submission(bad, phone=PHONE, channel="ussd"))
         summary = await gw.app[syncer_key].round()
         assert summary.rejected == 1
         assert (await sync_state(gw))["rejected"] == 1
