@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -214,3 +215,14 @@ def test_cli_open311_service_that_is_no_form_stops_start_up(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "kentongan: config error: central.open311_services: 'status' is not a flow that makes submissions "
         "(these do: permit, report, voter)"]
+
+
+def test_cli_serve_without_a_config_says_it_runs_on_defaults(tmp_path):
+    with socket.socket() as taken:  # a port in use, so that serve stops right after saying how it runs
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = kentongan("serve", env={"KENTONGAN_GATEWAY_PORT": str(port)}, cwd=tmp_path)
+    assert "no config.yaml here: serving on defaults" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("kentongan: cannot serve: ")
