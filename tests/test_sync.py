@@ -277,14 +277,15 @@ async def test_sync_central_rejects_bad_items_with_reasons(tmp_path):
             "created_at": "2026-11-28T10:00:00+00:00"}
     items = [good, good, {**good, "id": "nope"}, {**good, "id": "01KB0000000000000000000001"},
              {k: v for k, v in good.items() if k != "phone"} | {"id": "01KB0000000000000000000002"},
-             {**good, "id": "01KB0000000000000000000003", "ref": "K7ABCDF", "created_at": "last tuesday"}]
+             {**good, "id": "01KB0000000000000000000003", "ref": "K7ABCDF", "created_at": "last tuesday"},
+             {**good, "id": "01KB0000000000000000000004", "ref": "K7ABCDG", "created_at": "0001-01-01T00:00:00+01:00"}]
     try:
         status, text, _ = await signed_post(central, batch(items))
         assert status == 200
         assert [(r["result"], r.get("reason")) for r in json.loads(text)["results"]] == [
             ("accepted", None), ("duplicate", None), ("rejected", "id must be a ULID"),
             ("rejected", "reference already in use"), ("rejected", "missing phone"),
-            ("rejected", "created_at must be an ISO 8601 time")]
+            ("rejected", "created_at must be an ISO 8601 time"), ("rejected", "created_at must be an ISO 8601 time")]
     finally:
         await central.stop()
 
@@ -365,6 +366,8 @@ async def test_sync_staff_api_pages_newest_first_with_a_cursor(tmp_path):
         assert [r["ref"] for r in by_village] == [items[5]["ref"]]
         for query, reason in (("limit=0", "limit must be"), ("limit=1001", "limit must be"),
                               ("limit=ten", "limit must be"), ("limit=-5", "limit must be"),
+                              ("limit=%C2%B2", "limit must be"),  # '²' is a digit to str.isdigit, not to int
+                              ("since=0001-01-01T00:00:00%2B01:00", "since must be"),  # before year 1 in UTC
                               ("cursor=nonsense", "cursor must be"), ("cursor=WyJ4Il0", "cursor must be")):
             status, text = await central.staff("GET", f"/api/v1/submissions?{query}")
             assert status == 400 and text.startswith(reason), query

@@ -160,11 +160,12 @@ def decode_cursor(text: str) -> Key:
 
 def _limit(text: str | None) -> int:
     reason = f"limit must be a whole number from 1 to {MAX_PAGE_LIMIT}"
-    if not text:
+    limit = _parsed(text, int, reason)
+    if limit is None:
         return PAGE_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_LIMIT:
+    if not 1 <= limit <= MAX_PAGE_LIMIT:
         raise web.HTTPBadRequest(text=reason)
-    return int(text)
+    return limit
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -177,7 +178,7 @@ def _parsed(text: str | None, parse, reason: str):
         return None
     try:
         return parse(text)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise web.HTTPBadRequest(text=reason) from None
 
 

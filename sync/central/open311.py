@@ -49,7 +49,6 @@ SERVICE_FIELDS = ("service_code", "service_name", "description", "metadata", "ty
 ATTRIBUTE_FIELDS = ("variable", "code", "datatype", "required", "datatype_description", "order", "description")
 
 
-
 @dataclass(frozen=True)
 class Open311:
     """What the Open311 handlers need, set up once."""

@@ -47,11 +47,18 @@ Key = tuple[str, str]
 
 
 def utc_stamp(text: str) -> str:
-    """An ISO 8601 time as a store writes it (UTC `stamp()`); a time without offset is UTC. ValueError if none."""
+    """An ISO 8601 time as a store writes it (UTC `stamp()`); a time without offset is UTC.
+
+    ValueError when `text` is no such time, or one that has no UTC form
+    (`0001-01-01T00:00:00+01:00` falls before year 1).
+    """
     when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    return stamp(when)
+    try:
+        return stamp(when)
+    except OverflowError:
+        raise ValueError(f"{text!r} has no UTC time") from None
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -147,9 +154,16 @@ class CentralStore(Database):
 
     # -- ingestion -------------------------------------------------------------
 
-    def _village(self, service: str, answers: dict) -> str:
-        answer = self.addresses.get(service)
-        return str(answers.get(answer) or "") if answer else ""
+    def _insert(self, submission_id: str, gateway_id: str, ref: str, service: str, channel: str, answers: dict,
+                phone: str, language: str, created_at: str, now: str) -> None:
+        """A new row, `received`, personal fields sealed, `village` copied from the service's address answer."""
+        address = self.addresses.get(service)
+        self.db["submissions"].insert({
+            "id": submission_id, "gateway_id": gateway_id, "ref": ref, "service": service, "channel": channel,
+            "answers": self.sealer.seal(json.dumps(answers, ensure_ascii=False)), "phone": self.sealer.seal(phone),
+            "language": language, "village": str(answers.get(address) or "") if address else "",
+            "status": "received", "note": None, "created_at": created_at, "received_at": now, "updated_at": now,
+        })
 
     def ingest(self, gateway_id: str, items: list) -> list[dict]:
         """Store a batch; answer each item `accepted`, `duplicate` or `rejected` with a reason."""
@@ -173,15 +187,8 @@ class CentralStore(Database):
                 if self.db.execute("SELECT 1 FROM submissions WHERE ref = ?", [item["ref"]]).fetchone():
                     results.append({"id": item_id, "result": "rejected", "reason": "reference already in use"})
                     continue
-                answers = item["answers"]
-                self.db["submissions"].insert({
-                    "id": item_id, "gateway_id": gateway_id, "ref": item["ref"], "service": item["service"],
-                    "channel": item["channel"], "answers": self.sealer.seal(json.dumps(answers, ensure_ascii=False)),
-                    "phone": self.sealer.seal(item["phone"]), "language": item["language"],
-                    "village": self._village(item["service"], answers),
-                    "status": "received", "note": None, "created_at": utc_stamp(item["created_at"]),
-                    "received_at": now, "updated_at": now,
-                })
+                self._insert(item_id, gateway_id, item["ref"], item["service"], item["channel"], item["answers"],
+                             item["phone"], item["language"], utc_stamp(item["created_at"]), now)
                 results.append({"id": item_id, "result": "accepted"})
         return results
 
@@ -191,13 +198,7 @@ class CentralStore(Database):
         now = stamp(self.clock())
         with self.transaction():
             ref = self.free_reference(prefix)
-            self.db["submissions"].insert({
-                "id": str(ULID()), "gateway_id": channel, "ref": ref, "service": service, "channel": channel,
-                "answers": self.sealer.seal(json.dumps(answers, ensure_ascii=False)),
-                "phone": self.sealer.seal(phone), "language": language,
-                "village": self._village(service, answers),
-                "status": "received", "note": None, "created_at": now, "received_at": now, "updated_at": now,
-            })
+            self._insert(str(ULID()), channel, ref, service, channel, answers, phone, language, now, now)
         return self.submission(ref)
 
     # -- status changes -----------------------------------------------------------
@@ -245,10 +246,13 @@ class CentralStore(Database):
         earlier page stopped (the key it returned), so rows that arrive in
         between never shift a page. The key is None on the last page.
         """
-        conditions = (("status = ?", status), ("service = ?", service), ("village = ? COLLATE NOCASE", village),
-                      ("updated_at >= ?", since), ("(created_at, id) < (?, ?)", after))
-        where = [clause for clause, value in conditions if value]
-        args = [part for _, value in conditions if value for part in (value if isinstance(value, tuple) else (value,))]
+        filters = {"status = ?": status, "service = ?": service, "village = ? COLLATE NOCASE": village,
+                   "updated_at >= ?": since}
+        where = [clause for clause, value in filters.items() if value]
+        args = [value for value in filters.values() if value]
+        if after:
+            where.append("(created_at, id) < (?, ?)")
+            args.extend(after)
         rows = self._select(where, args, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
