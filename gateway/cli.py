@@ -21,7 +21,7 @@ import click
 from ulid import ULID
 
 from flows import Engine, FlowError
-from sync.central import CentralStore, create_central_app, export_updates_file, import_batch_file
+from sync.central import CentralConfig, CentralStore, create_central_app, export_updates_file, import_batch_file
 from sync.errors import BatchFileError, StoreError, SyncError
 from sync.outbox import STATES as OUTBOX_STATES
 from sync.store import DATABASE_NAME, Store
@@ -51,6 +51,7 @@ def _fail(message: str) -> NoReturn:
 class _Opened:
     config: Config
     engine: Engine | None = None
+    central_config: CentralConfig | None = None
     store: Store | None = None
     central: CentralStore | None = None
 
@@ -69,15 +70,15 @@ def _opened(config_path: str | None, *, engine: bool = False, store: bool = Fals
         opened = _Opened(load_config(config_path, require_file=require_file))
         if engine or central:
             opened.engine = load_engine(opened.config)
-            central_config(opened.config, opened.engine)  # every setting checked before anything runs
+            # Made whenever the menus are loaded: every setting is checked before anything runs.
+            opened.central_config = central_config(opened.config, opened.engine)
         if store:
             if not (opened.config.data_dir / DATABASE_NAME).exists():
                 _fail(f"no gateway store in {opened.config.data_dir.resolve()} ({DATABASE_NAME}); "
                       f"check gateway.data_dir, or run `kentongan serve` there first")
             opened.store = stack.enter_context(contextlib.closing(Store.open(opened.config.data_dir)))
         if central:
-            opened.central = stack.enter_context(
-                contextlib.closing(central_config(opened.config, opened.engine).open_store()))
+            opened.central = stack.enter_context(contextlib.closing(opened.central_config.open_store()))
     except ConfigError as error:
         stack.close()
         _fail(f"config error: {error}")
@@ -136,7 +137,7 @@ def central_serve(config_path) -> None:
     """Serve the central backend (sync API, staff API, Open311) until stopped."""
     with _opened(config_path, engine=True, require_file=False) as opened:
         config = opened.config
-        app = create_central_app(central_config(config, opened.engine))
+        app = create_central_app(opened.central_config)
     _serve([Served("central backend", app, config["central.host"], config["central.port"])], config)
 
 
