@@ -69,7 +69,8 @@ class Lookup(Protocol):
         """True when a submission of `service` already used `value` for `answer`."""
 
     def recent(self, limit: int) -> list[dict]:
-        """The caller's latest submissions: dicts with ref, service, status, created (a date)."""
+        """The caller's latest submissions: dicts with ref, service, status, created and changed
+        (dates: made, and last status change) and note (the staff's last note, or None)."""
 
     def find(self, ref: str) -> dict | None:
         """The caller's submission with reference `ref` (same keys), or None."""
@@ -184,7 +185,7 @@ class Engine:
                                         else screen.choices[number - 1].value)
             trigger = "answer" if screen.choices_from else f"choose_{number}"
         elif screen.kind == "input":
-            outcome = screen.validator(raw, ctx.today)
+            outcome = screen.validator(raw, ctx.today, answers)
             if isinstance(outcome, Invalid):
                 return self._reask(session, ctx, outcome.reason, outcome.values)
             answers[screen.save] = outcome.value

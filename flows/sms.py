@@ -106,7 +106,7 @@ class Keywords:
         value = self.words[flow.name].get(word.rstrip(_TRAILING).upper())
         if value is None or not rest.strip():
             return Invalid(form.usage)
-        outcome = flow.saved_by(form.describe).validator(rest, today)
+        outcome = flow.saved_by(form.describe).validator(rest, today, {})
         if isinstance(outcome, Invalid):
             return outcome
         return {"service": flow.name, "language": lang, "unique": {},

@@ -1,7 +1,9 @@
 """Validators: turn one raw USSD input into a clean value, or a reason to re-ask.
 
 Each validator is built once from its menu declaration (`validate:` in a
-screen) and called with the raw input and the date of the turn. It returns a
+screen) and called with the raw input, the date of the turn and the answers
+given so far in the session (read-only: a check that depends on an earlier
+answer, like a birth date that must agree with the NIK). It returns a
 `Valid` with the value to save, or an `Invalid` with the catalog message id of
 the reason and the values that message quotes.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .catalog import N_
 from .errors import MenuError
@@ -30,7 +32,7 @@ class Invalid:
 
 
 Outcome = Valid | Invalid
-Validator = Callable[[str, dt.date], Outcome]
+Validator = Callable[[str, dt.date, Mapping[str, str]], Outcome]
 
 _SPACES = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
@@ -43,7 +45,7 @@ def digits(length: int | None = None, min: int | None = None, max: int | None = 
     if low > high:
         raise ValueError("min is greater than max")
 
-    def check(raw: str, today: dt.date) -> Outcome:
+    def check(raw: str, today: dt.date, answers: Mapping[str, str]) -> Outcome:
         value = raw.replace(" ", "")
         if not value.isascii() or not value.isdigit() or not low <= len(value) <= high:
             if low == high:
@@ -57,7 +59,7 @@ def digits(length: int | None = None, min: int | None = None, max: int | None = 
 def date(past: bool = False, earliest: int = 1900) -> Validator:
     """A real calendar date typed as DDMMYYYY; with `past`, not after today."""
 
-    def check(raw: str, today: dt.date) -> Outcome:
+    def check(raw: str, today: dt.date, answers: Mapping[str, str]) -> Outcome:
         value = raw.replace(" ", "").replace("-", "").replace("/", "").replace(".", "")
         if len(value) != 8 or not value.isascii() or not value.isdigit():
             return Invalid(N_("invalid.date"))
@@ -79,7 +81,7 @@ def text(max: int, min: int = 1) -> Validator:
     if min < 1 or min > max:
         raise ValueError("need 1 <= min <= max")
 
-    def check(raw: str, today: dt.date) -> Outcome:
+    def check(raw: str, today: dt.date, answers: Mapping[str, str]) -> Outcome:
         if _CONTROL.search(raw):
             return Invalid(N_("invalid.text_chars"))
         value = _SPACES.sub(" ", raw).strip()
@@ -99,7 +101,7 @@ def text(max: int, min: int = 1) -> Validator:
 def code(min: int = 6, max: int = 8) -> Validator:
     """A reference code: letters and digits, case-insensitive, spaces and dashes ignored."""
 
-    def check(raw: str, today: dt.date) -> Outcome:
+    def check(raw: str, today: dt.date, answers: Mapping[str, str]) -> Outcome:
         value = raw.replace(" ", "").replace("-", "").upper()
         if not (min <= len(value) <= max) or not value.isascii() or not value.isalnum():
             return Invalid(N_("invalid.code"), {"min": min, "max": max})

@@ -44,8 +44,9 @@ class Lookup:
 
 
 def _status_item(row: dict) -> dict:
-    """A store row as the engine shows it: with `created` as a date."""
-    return {**row, "created": dt.datetime.fromisoformat(row["created_at"]).date()}
+    """A store row as the engine shows it: `created` and `changed` (the last status change) as dates."""
+    return {**row, "created": dt.datetime.fromisoformat(row["created_at"]).date(),
+            "changed": dt.datetime.fromisoformat(row["status_at"] or row["created_at"]).date()}
 
 
 def context(store: Store, rules: Rules, phone: str) -> Context:
@@ -106,11 +107,12 @@ def set_language(store: Store, phone: str, lang: str) -> None:
 def change_status(store: Store, engine: Engine, rules: Rules, ref: str, status: str, note: str = "") -> str | None:
     """Set a submission's status and queue the notice to its phone, in one transaction.
 
+    A new note with the same status is a change too (staff added a word).
     Returns the notice's outbox state (`queued`, or `suppressed` after STOP),
     or None when nothing changed.
     """
     with store.transaction():
-        changed = store.set_status(ref, status)
+        changed = store.set_status(ref, status, note)
         if changed is None:
             return None
         phone = changed["phone"]

@@ -71,7 +71,26 @@ def _v3(db: sqlite_utils.Database) -> None:
     db["submissions"].add_column("sync_reason", str)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """The staff's last note and when the status last changed (CEK shows both); the provider's
+    `linkId` of the SMS an answer replies to; SMS reports waiting for their place."""
+    db["submissions"].add_column("note", str)
+    db["submissions"].add_column("status_at", str)
+    db.execute("UPDATE submissions SET status_at = created_at")
+    db["outbox"].add_column("link_id", str)
+    db["sms_pending"].create({
+        "phone_hash": str, "draft": str, "language": str, "inbound_id": str,
+        "created_at": str, "expires_at": str,
+    }, pk="phone_hash", not_null={"draft", "language", "created_at", "expires_at"})
+    db["sms_pending"].create_index(["expires_at"])
+
+
+_STATUS_KEYS = ("ref", "service", "status", "created_at", "note", "status_at")
+_STATUS_COLUMNS = ", ".join(_STATUS_KEYS)
+"""What a caller may see of their own submission."""
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 
 
 class Store(Database):
@@ -213,6 +232,7 @@ class Store(Database):
             "phone_hash": self.phone_digest(phone),
             "language": submission["language"],
             "status": "received",
+            "status_at": now,
             "sync_state": "pending",
             "session_id": session_id,
             "created_at": now,
@@ -228,20 +248,23 @@ class Store(Database):
             self.db["claims"].insert_all({"digest": d, "submission_id": row["id"]} for d in claims)
         return {"id": row["id"], "ref": row["ref"], "created_at": now}
 
-    def set_status(self, ref: str, status: str) -> dict | None:
-        """Move submission `ref` to `status`; return its phone, language, service and the old status.
+    def set_status(self, ref: str, status: str, note: str = "") -> dict | None:
+        """Move submission `ref` to `status` with the staff's `note`; return its phone, language,
+        service and the old status.
 
-        None when there is no such submission or it already has that status.
+        None when there is no such submission, or it already has that status and that note.
         """
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUSES)}")
+        note = note or None
         with self.transaction():
-            row = self.db.execute("SELECT phone, language, service, status FROM submissions WHERE ref = ?",
+            row = self.db.execute("SELECT phone, language, service, status, note FROM submissions WHERE ref = ?",
                                   [ref]).fetchone()
-            if row is None or row[3] == status:
+            if row is None or (row[3], row[4]) == (status, note):
                 return None
-            self.db.execute("UPDATE submissions SET status = ?, updated_at = ? WHERE ref = ?",
-                            [status, _stamp(self.clock()), ref])
+            now = _stamp(self.clock())
+            self.db.execute("UPDATE submissions SET status = ?, note = ?, status_at = ?, updated_at = ? WHERE ref = ?",
+                            [status, note, now, now, ref])
         return {"phone": self.sealer.open(row[0]), "language": row[1], "service": row[2], "previous": row[3]}
 
     def taken(self, service: str, answer: str, value: str) -> bool:
@@ -250,21 +273,22 @@ class Store(Database):
                                [self._claim(service, answer, value)]).fetchone() is not None
 
     def recent_submissions(self, phone: str, limit: int = 5) -> list[dict]:
-        """This phone's latest submissions, newest first: ref, service, status, created_at."""
+        """This phone's latest submissions, newest first: ref, service, status, created_at,
+        note (the staff's last, or None) and status_at (when the status last changed)."""
         rows = self.db.execute(
-            """SELECT ref, service, status, created_at FROM submissions
+            f"""SELECT {_STATUS_COLUMNS} FROM submissions
                WHERE phone_hash = ? ORDER BY created_at DESC, id DESC LIMIT ?""",
             [self.phone_digest(phone), limit],
         ).fetchall()
-        return [dict(zip(("ref", "service", "status", "created_at"), row)) for row in rows]
+        return [dict(zip(_STATUS_KEYS, row)) for row in rows]
 
     def find_submission(self, ref: str, phone: str) -> dict | None:
         """The submission `ref` if `phone` made it (same keys as `recent_submissions`)."""
         row = self.db.execute(
-            "SELECT ref, service, status, created_at FROM submissions WHERE ref = ? AND phone_hash = ?",
+            f"SELECT {_STATUS_COLUMNS} FROM submissions WHERE ref = ? AND phone_hash = ?",
             [ref, self.phone_digest(phone)],
         ).fetchone()
-        return dict(zip(("ref", "service", "status", "created_at"), row)) if row else None
+        return dict(zip(_STATUS_KEYS, row)) if row else None
 
     def submission(self, ref: str) -> dict | None:
         """The whole submission `ref`, personal fields opened; for operators and tests."""
