@@ -46,6 +46,7 @@ STATUS_LABELS = {
     "in_progress": N_("status.in_progress"),
     "resolved": N_("status.resolved"),
     "rejected": N_("status.rejected"),
+    "review": N_("status.review"),
 }
 """Catalog ids of the submission statuses a caller can see."""
 
@@ -66,7 +67,9 @@ class Lookup(Protocol):
     """Read-only questions a turn may ask the store, bound to the caller's phone."""
 
     def taken(self, service: str, answer: str, value: str) -> bool:
-        """True when a submission of `service` already used `value` for `answer`."""
+        """True when this caller's own submission of `service` already used `value` for `answer`.
+
+        Whether another phone used it is never told (the central backend reviews duplicates)."""
 
     def recent(self, limit: int) -> list[dict]:
         """The caller's latest submissions: dicts with ref, service, status, created and changed
@@ -360,7 +363,8 @@ class Engine:
         """Every flow that makes submissions, as plain data in `lang`: for a backend that knows no menus.
 
         `{"service", "title", "label" (its main-menu choice), "address" and
-        "description" (the answers with those roles, or None), "questions":
+        "description" (the answers with those roles, or None), "unique" (the
+        answers one registration may hold, like a voter's NIK), "questions":
         [{"answer", "prompt", "kind" (choice | text), "role", "choices":
         [{"value", "label"}]}]}`, questions in menu order.
         """
@@ -378,6 +382,7 @@ class Engine:
             roles = {role: (flow.role(role).save if flow.role(role) else None) for role in ROLES}
             forms[flow.name] = {"service": flow.name, "title": text(lang, flow.title),
                                 "label": text(lang, labels.get(flow.name, flow.title)), **roles,
+                                "unique": [s.save for s in flow.screens.values() if s.unique],
                                 "questions": questions}
         return forms
 

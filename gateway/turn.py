@@ -33,7 +33,7 @@ class Lookup:
         self._phone = phone
 
     def taken(self, service: str, answer: str, value: str) -> bool:
-        return self._store.taken(service, answer, value)
+        return self._store.taken(service, answer, value, self._phone)
 
     def recent(self, limit: int) -> list[dict]:
         return [_status_item(row) for row in self._store.recent_submissions(self._phone, limit)]
@@ -70,7 +70,7 @@ def submit(store: Store, engine: Engine, rules: Rules, submission: dict, *, phon
     A submission without a `ref` gets one drawn free from the store. The
     confirmation's `cause` is the submission's id unless one is given (the
     incoming SMS that asked for it). Raises `sync.errors.AlreadyClaimed`
-    (nothing kept) when a unique answer is taken.
+    (nothing kept) when this phone already claimed a unique answer.
     """
     with store.transaction():
         submission = {**submission, "ref": submission.get("ref") or store.free_reference(rules.ref_prefix)}

@@ -219,7 +219,12 @@ class Store(Database):
         """Store a new submission (`service`, `ref`, `answers`, `language`, `unique`).
 
         Draw `ref` with `free_reference` in the same transaction. Raises
-        `AlreadyClaimed` when a `unique` answer is in use; nothing is kept then.
+        `AlreadyClaimed` when a `unique` answer is claimed by this same phone;
+        nothing is kept then. A unique answer claimed by another phone is
+        stored without a claim and not refused: telling a caller that a
+        neighbour's NIK is registered would let anyone find out, so the
+        central backend, which sees every gateway, holds the duplicate for
+        staff review instead.
         """
         now = _stamp(self.clock())
         row = {
@@ -239,11 +244,14 @@ class Store(Database):
             "updated_at": now,
         }
         with self.transaction():
-            claims = [self._claim(row["service"], answer, value)
-                      for answer, value in sorted(submission.get("unique", {}).items())]
-            for digest in claims:
-                if self.db.execute("SELECT 1 FROM claims WHERE digest = ?", [digest]).fetchone():
+            claims = []
+            for answer, value in sorted(submission.get("unique", {}).items()):
+                digest = self._claim(row["service"], answer, value)
+                holder = self._claimant(digest)
+                if holder == row["phone_hash"]:
                     raise AlreadyClaimed(row["service"])
+                if holder is None:
+                    claims.append(digest)
             self.db["submissions"].insert(row)
             self.db["claims"].insert_all({"digest": d, "submission_id": row["id"]} for d in claims)
         return {"id": row["id"], "ref": row["ref"], "created_at": now}
@@ -267,10 +275,18 @@ class Store(Database):
                             [status, note, now, now, ref])
         return {"phone": self.sealer.open(row[0]), "language": row[1], "service": row[2], "previous": row[3]}
 
-    def taken(self, service: str, answer: str, value: str) -> bool:
-        """True when `value` is already claimed for `answer` of `service`."""
-        return self.db.execute("SELECT 1 FROM claims WHERE digest = ?",
-                               [self._claim(service, answer, value)]).fetchone() is not None
+    def taken(self, service: str, answer: str, value: str, phone: str) -> bool:
+        """True when `phone` itself already claimed `value` for `answer` of `service`.
+
+        Another phone's claim is not told: see `add_submission`.
+        """
+        return self._claimant(self._claim(service, answer, value)) == self.phone_digest(phone)
+
+    def _claimant(self, digest: str) -> str | None:
+        """The phone digest of the submission holding the claim `digest`, or None."""
+        row = self.db.execute("SELECT s.phone_hash FROM claims c JOIN submissions s ON s.id = c.submission_id "
+                              "WHERE c.digest = ?", [digest]).fetchone()
+        return row[0] if row else None
 
     def recent_submissions(self, phone: str, limit: int = 5) -> list[dict]:
         """This phone's latest submissions, newest first: ref, service, status, created_at,

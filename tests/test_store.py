@@ -39,10 +39,20 @@ def test_store_duplicate_reference_and_claim_keep_nothing(store):
     with pytest.raises(sqlite3.IntegrityError):  # references come from free_reference, never twice
         store.add_submission({**SUB, "unique": {}}, phone="+62812", channel="ussd")
     with pytest.raises(AlreadyClaimed):
-        store.add_submission({**SUB, "ref": "K7BBBBB"}, phone="+62812", channel="ussd")
+        store.add_submission({**SUB, "ref": "K7BBBBB"}, phone="+6281234567890", channel="ussd")
     assert store.counts()["submissions"]["total"] == 1
-    assert store.taken("voter", "nik", "3201234567890123")
-    assert not store.taken("permit", "nik", "3201234567890123")
+    assert store.taken("voter", "nik", "3201234567890123", "+6281234567890")
+    assert not store.taken("permit", "nik", "3201234567890123", "+6281234567890")
+
+
+def test_store_never_tells_another_phone_that_a_unique_answer_is_claimed(store):
+    store.add_submission(SUB, phone="+6281234567890", channel="ussd")
+    assert not store.taken("voter", "nik", "3201234567890123", "+6285550001111")
+    store.add_submission({**SUB, "ref": "K7BBBBB"}, phone="+6285550001111", channel="ussd")
+    assert store.counts()["submissions"]["total"] == 2
+    # The first phone keeps the claim; the second registration goes to the central backend for review.
+    assert store.taken("voter", "nik", "3201234567890123", "+6281234567890")
+    assert not store.taken("voter", "nik", "3201234567890123", "+6285550001111")
 
 
 def test_store_free_reference_draws_again_past_a_taken_one(store, monkeypatch):
@@ -69,7 +79,7 @@ def test_store_transaction_rolls_back_everything(store):
                                done=False, resumable=False)
             raise RuntimeError("crash before commit")
     assert store.submission("K7ABCDE") is None and store.session("s") is None
-    assert not store.taken("voter", "nik", "3201234567890123")
+    assert not store.taken("voter", "nik", "3201234567890123", "+6281234567890")
 
 
 def test_store_reopens_with_its_key_and_refuses_another(tmp_path):
