@@ -7,7 +7,17 @@ to show, whether the session is finished, the new session dict, and the
 submission or language change the gateway must commit before it answers.
 
     session = {"flow": "report", "screen": "location", "page": 0,
-               "answers": {"category": "road"}, "lang": "id"}
+               "answers": {"category": "road"}, "lang": "id",
+               "back": [["main", "menu", 0], ["report", "category", 0]]}
+
+`back` is the way back: the screens the caller moved on from, each as
+`[flow, screen, page]`, newest last. `0` pops it (a page first, on a paged
+screen), and drops the answer of the screen it leaves, so that a summary
+never shows an answer to a question the caller went back past. The main menu
+and a closing screen start it afresh. On the main menu and on the offer to
+resume a dropped session, `0` shows the same screen again: there is nothing
+before them (the offer is not a step of the flow it offers). A session saved
+before `back` existed goes back to the main menu.
 
 What the engine needs from the world for one turn (today's date, lookups in
 the store, a fresh reference) it is handed in a `Context`; it opens no file,
@@ -25,21 +35,28 @@ from typing import Callable, Iterator, NamedTuple, Protocol
 from babel.dates import format_date, format_skeleton
 from transitions import MachineError
 
+from . import validate
 from .catalog import N_, Catalog
 from .errors import CatalogError, FlowError, SessionOutdated
-from .menu import ROLES, Flow, Screen, load_menus
-from .text import PREFIX_LENGTH, USSD_LIMIT, paginate
+from .menu import BACK, HOME, NEXT_PAGE, ROLES, Flow, Screen, load_menus
+from .text import (PREFIX_LENGTH, SMS_SEGMENT_GSM7, USSD_LIMIT, Page, fit_sms, paginate, shorten,
+                   ussd_cost)
+from .typed import to_gsm7
 from .validate import Invalid
 
 log = logging.getLogger(__name__)
 
 MAIN = "main"
 RESUME = "@resume"
-NEXT_PAGE = "98"
-PREVIOUS_PAGE = "0"
-HOME = "00"
-RECENT_LIMIT = 5
+RECENT_LIMIT = 3
+"""Submissions in "my latest submissions": with a staff note under each, still three pages at most."""
 PAGE_BUDGET = USSD_LIMIT - PREFIX_LENGTH
+BACK_LIMIT = 12
+"""Screens a session remembers for `0`: more than any flow is deep, so the stored session stays small."""
+NOTE_PREVIEW = 32
+"""Septets of a staff note's line in the list of recent submissions (one submission shows it whole)."""
+NOTE_LEAST = 16
+"""Septets below which a status reply leaves the note out rather than show a stump of it."""
 
 STATUS_LABELS = {
     "received": N_("status.received"),
@@ -50,14 +67,29 @@ STATUS_LABELS = {
 }
 """Catalog ids of the submission statuses a caller can see."""
 
+REASONS = {
+    "menu": (N_("invalid.choice"), N_("invalid.no_next")),
+    "confirm": (N_("invalid.choice"), N_("invalid.no_next")),
+    "input": (*validate.MESSAGES, N_("invalid.no_next")),
+    "view": (N_("invalid.choice"), N_("invalid.no_next")),
+    "end": (),
+    "notice": (),
+}
+"""The reasons a screen of each kind may show on top of a page: its layout keeps room for the longest."""
+
+PAGED_REASONS = {"menu": (N_("invalid.other_page"),), "confirm": (N_("invalid.other_page"),),
+                 "end": (N_("invalid.page"),)}
+"""The reasons only a screen of several pages may show: a choice on another page; on a closing
+screen, any key but 98 before its last page."""
+
+_WORST_VALUES = {"length": 999, "min": 999, "max": 999, "age": 999}
+"""Values that make a reason as long as it gets (every placeholder a reason has)."""
+
 ENGINE_MESSAGES = (
-    N_("nav.more"), N_("nav.back"), N_("confirm.yes"), N_("confirm.no"),
-    N_("invalid.choice"), N_("invalid.page"),
+    N_("nav.more"), N_("nav.hint"), N_("confirm.yes"), N_("confirm.no"),
     N_("resume.prompt"), N_("resume.continue"), N_("resume.restart"),
-    N_("status.line"), N_("status.none"), N_("status.not_found"),
-    N_("invalid.digits"), N_("invalid.digits_between"), N_("invalid.date"),
-    N_("invalid.date_future"), N_("invalid.text_chars"), N_("invalid.text_empty"),
-    N_("invalid.text_short"), N_("invalid.text_long"), N_("invalid.code"),
+    N_("status.line"), N_("status.note"), N_("status.none"), N_("status.not_found"),
+    *(reason for reasons in (*REASONS.values(), *PAGED_REASONS.values()) for reason in reasons),
     *STATUS_LABELS.values(),
 )
 """Every catalog id the engine itself shows (the menus name the rest)."""
@@ -118,6 +150,18 @@ class Engine:
         self.languages = catalog.languages
         self._language_names = {lang: catalog.language_name(lang) for lang in self.languages}
         self._check_catalog()
+        self._navigation = {lang: (f"{NEXT_PAGE} {catalog.text(lang, 'nav.more')}",
+                                   catalog.text(lang, "nav.hint", back=BACK, home=HOME))
+                            for lang in self.languages}
+        self._reserve: dict[tuple[str, str, bool], int] = {}  # (language, kind, paged): room for a reason
+        for lang in self.languages:
+            for kind, reasons in REASONS.items():
+                self._reserve[lang, kind, False] = self._room_for(lang, reasons)
+                self._reserve[lang, kind, True] = self._room_for(lang, reasons + PAGED_REASONS.get(kind, ()))
+
+    def _room_for(self, lang: str, reasons: tuple[str, ...]) -> int:
+        """Septets the longest of `reasons` takes as a line on top of a page."""
+        return max((ussd_cost(self.catalog.text(lang, reason, **_WORST_VALUES)) + 1 for reason in reasons), default=0)
 
     @classmethod
     def load(cls, menus_dir: str | Path, locale_dir: str | Path, languages: list[str],
@@ -160,28 +204,36 @@ class Engine:
     def resume(self, session: dict, raw: str, ctx: Context) -> Turn:
         """Feed one input to `session`; never raises for bad input (it re-asks).
 
-        Raises `SessionOutdated` when `session` names a flow or screen the
-        menus no longer have (they changed since it was saved); any other
-        `FlowError` is a bug.
+        `00` goes to the main menu, `0` back (see the module docstring), `98`
+        to the next page; on an input screen they are never an answer. A
+        numbered key acts only on the page that shows it. Raises
+        `SessionOutdated` when `session` names a flow or screen the menus no
+        longer have (they changed since it was saved); any other `FlowError`
+        is a bug.
         """
         if session.get("lang") not in self.languages:
             session = {**session, "lang": self.default_language}
         raw = raw.strip()
         if raw == HOME:
             return self._jump(MAIN, session["lang"], ctx)
-        if raw in (NEXT_PAGE, PREVIOUS_PAGE):
-            pages = self.pages(session, ctx)
-            page = session["page"] + (1 if raw == NEXT_PAGE else -1)
-            if len(pages) > 1 and 0 <= page < len(pages):
-                return self._show({**session, "page": page}, ctx, pages)
+        pages, keys = self._layout(session, ctx)
+        session = {**session, "page": min(session["page"], len(pages) - 1), "back": session.get("back", [])}
+        if raw == BACK:
+            return self._back(session, ctx, pages)
+        if raw == NEXT_PAGE:
+            if session["page"] + 1 < len(pages):
+                return self._show({**session, "page": session["page"] + 1}, ctx, pages)
+            return self._reask(session, ctx, N_("invalid.no_next"), pages=pages)
+        if self._kind(session) in ("menu", "confirm"):
+            if raw not in keys:
+                return self._reask(session, ctx, N_("invalid.choice"), pages=pages)
+            if keys[raw] not in pages[session["page"]].lines:
+                return self._reask(session, ctx, N_("invalid.other_page"), pages=pages)
         if session["flow"] == RESUME:
             return self._answer_offer(session, raw, ctx)
         flow, screen = self._screen(session)
         answers = dict(session["answers"])
         if screen.kind == "menu":
-            count = len(self.languages) if screen.choices_from else len(screen.choices)
-            if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= count):
-                return self._reask(session, ctx, N_("invalid.choice"))
             number = int(raw)
             if screen.save:
                 answers[screen.save] = (self.languages[number - 1] if screen.choices_from
@@ -190,19 +242,19 @@ class Engine:
         elif screen.kind == "input":
             outcome = screen.validator(raw, ctx.today, answers)
             if isinstance(outcome, Invalid):
-                return self._reask(session, ctx, outcome.reason, outcome.values)
+                return self._reask(session, ctx, outcome.reason, outcome.values, pages)
             answers[screen.save] = outcome.value
             trigger = "answer"
             if screen.unique and ctx.lookup.taken(flow.name, screen.save, outcome.value):
                 trigger = "taken"
         elif screen.kind == "confirm":
-            if raw not in ("1", "2"):
-                return self._reask(session, ctx, N_("invalid.choice"))
             trigger = "accept" if raw == "1" else "decline"
         else:
-            return self._reask(session, ctx, N_("invalid.page"))
+            reason = N_("invalid.choice") if screen.kind == "view" else N_("invalid.page")
+            return self._reask(session, ctx, reason, pages=pages)
         target = self._fire(flow, screen.name, trigger, answers)
-        return self._enter(flow, target, {**session, "answers": answers}, ctx)
+        back = [*session["back"], [flow.name, screen.name, session["page"]]][-BACK_LIMIT:]
+        return self._enter(flow, target, {**session, "answers": answers, "back": back}, ctx)
 
     def resumable(self, session: dict) -> bool:
         """True when a dropped `session` is worth offering to continue."""
@@ -214,46 +266,77 @@ class Engine:
     # -- rendering ---------------------------------------------------------
 
     def pages(self, session: dict, ctx: Context, reason: str | None = None) -> list[str]:
-        """The current screen of `session` split into pages that fit one USSD screen."""
+        """The current screen of `session` as the pages a caller can see, each with `reason` on top."""
+        return [page.render(PAGE_BUDGET, reason) for page in self._layout(session, ctx)[0]]
+
+    def _layout(self, session: dict, ctx: Context) -> tuple[list[Page], dict[str, int]]:
+        """The screen's pages, and which body line shows each numbered key."""
         lang = session["lang"]
-        body = self._body(session, ctx)
-        if reason:
-            body = f"{reason}\n{body}"
-        more = f"{NEXT_PAGE}. {self.catalog.text(lang, 'nav.more')}"
-        back = f"{PREVIOUS_PAGE}. {self.catalog.text(lang, 'nav.back')}"
-        return paginate(body, PAGE_BUDGET, more, back, back_on_last=not self._closing(session))
+        lines, keys = self._body(session, ctx)
+        more, hint = self._navigation[lang]
+        kind = self._kind(session)
+        pages = paginate(lines, PAGE_BUDGET, more, hint, reserve=self._reserve[lang, kind, False],
+                         paged_reserve=self._reserve[lang, kind, True],
+                         hint_first=not self._root(session), hint_last=not self._closing(session))
+        return pages, keys
+
+    def _kind(self, session: dict) -> str:
+        """The screen's kind; the resume offer is a menu."""
+        return "menu" if session["flow"] == RESUME else self._screen(session)[1].kind
+
+    def _root(self, session: dict) -> bool:
+        """True on a screen with nothing to go back to: the main menu and the resume offer."""
+        return session["flow"] == RESUME or (session["flow"] == MAIN and session["screen"] == self.flows[MAIN].start)
 
     def _closing(self, session: dict) -> bool:
         """True when the session's screen ends the session (its last page is an `END`)."""
         return session["flow"] != RESUME and self._screen(session)[1].kind == "end"
 
-    def _body(self, session: dict, ctx: Context) -> str:
+    def _body(self, session: dict, ctx: Context) -> tuple[list[str], dict[str, int]]:
         lang = session["lang"]
         text = self.catalog.text
         if session["flow"] == RESUME:
-            saved = session["saved"]
-            title = text(lang, self._flow(saved).title)
-            return "\n".join([text(lang, "resume.prompt", service=title),
-                              f"1. {text(lang, 'resume.continue')}",
-                              f"2. {text(lang, 'resume.restart')}"])
+            title = text(lang, self._flow(session["saved"]).title)
+            return _numbered([text(lang, "resume.prompt", service=title)],
+                             [text(lang, "resume.continue"), text(lang, "resume.restart")])
         flow, screen = self._screen(session)
         values = self._display(flow, session["answers"], lang)
         if "ref" in session:
             values["ref"] = session["ref"]
-        lines = [line.rstrip() for line in text(lang, screen.text, **values).split("\n")]
         if screen.kind == "menu":
             labels = ([self._language_names[code] for code in self.languages] if screen.choices_from
                       else [text(lang, choice.label) for choice in screen.choices])
-            lines += [f"{number}. {label}" for number, label in enumerate(labels, 1)]
-        elif screen.kind == "confirm":
-            lines += [f"1. {text(lang, 'confirm.yes')}", f"2. {text(lang, 'confirm.no')}"]
-        elif screen.show == "recent":
+            return _numbered(self._lines(lang, screen, values), labels)
+        if screen.kind == "confirm":
+            labels = [text(lang, "confirm.yes"), text(lang, "confirm.no")]
+            values = self._fit_summary(lang, screen, values, labels)
+            return _numbered(self._lines(lang, screen, values), labels)
+        lines = self._lines(lang, screen, values)
+        if screen.show == "recent":
             found = ctx.lookup.recent(RECENT_LIMIT)
-            lines += [self.status_line(item, lang) for item in found] or [text(lang, "status.none")]
+            lines += ([line for item in found for line in self._status_lines(item, lang, NOTE_PREVIEW)]
+                      or [text(lang, "status.none")])
         elif screen.show == "submission":
             item = ctx.lookup.find(session["answers"].get("ref", ""))
-            lines.append(self.status_line(item, lang) if item else text(lang, "status.not_found"))
-        return "\n".join(lines)
+            lines += self._status_lines(item, lang) if item else [text(lang, "status.not_found")]
+        return lines, {}
+
+    def _lines(self, lang: str, screen: Screen, values: dict[str, str]) -> list[str]:
+        return [line.rstrip() for line in self.catalog.text(lang, screen.text, **values).split("\n")]
+
+    def _fit_summary(self, lang: str, screen: Screen, values: dict[str, str], labels: list[str]) -> dict[str, str]:
+        """The answers a confirm screen shows, the longest shortened so that it is one page.
+
+        One page with its hint and room for a reason on top: 1 and 2 are
+        never on a page of their own, away from what they confirm.
+        """
+        room = PAGE_BUDGET - self._reserve[lang, "confirm", False] - ussd_cost("\n" + self._navigation[lang][1])
+
+        def fits(shown: dict[str, str]) -> bool:
+            lines, _ = _numbered(self._lines(lang, screen, shown), labels)
+            return ussd_cost("\n".join(lines)) <= room
+
+        return shorten(values, fits)
 
     def _display(self, flow: Flow, answers: dict, lang: str) -> dict[str, str]:
         """Answers as the caller should read them: labels for choices, dates in their language."""
@@ -268,21 +351,45 @@ class Engine:
             elif screen.choices:
                 for choice in screen.choices:
                     if choice.value == value:
-                        shown[answer] = self.catalog.text(lang, choice.label)
+                        shown[answer] = (answers[choice.shown_as] if answers.get(choice.shown_as)
+                                         else self.catalog.text(lang, choice.label))
             elif screen.check == "date":
                 shown[answer] = format_date(dt.date.fromisoformat(value), "medium", locale=lang)
         return shown
 
-    def status_line(self, item: dict, lang: str) -> str:
-        """One submission as a line: reference, service, status, date."""
+    def status_line(self, item: dict, lang: str, room: int = SMS_SEGMENT_GSM7) -> str:
+        """One submission as a reply by SMS, within `room` septets (one segment unless told).
+
+        Reference, service, status and the day it was set; under it the
+        staff's last note, shortened to fit (left out when too little room is
+        left for it to say anything).
+        """
+        line, *note = self._status_lines(item, lang)
+        room -= ussd_cost(line) + 1
+        if not note or room < NOTE_LEAST:
+            return line
+        return f"{line}\n{fit_sms(note[0], room)}"
+
+    def _status_lines(self, item: dict, lang: str, note_room: int | None = None) -> list[str]:
+        """A submission as lines on a screen: the status line, and the staff's last note when there is one.
+
+        The status line gives the day of the last change (the day it was made,
+        for an item without `changed`); the note is on one line, in GSM-7,
+        cut to `note_room` septets when given.
+        """
         flow = self.flows.get(item["service"])
-        return self.catalog.text(
+        line = self.catalog.text(
             lang, "status.line",
             ref=item["ref"],
             service=self.catalog.text(lang, flow.title) if flow else item["service"],
             status=self.catalog.text(lang, STATUS_LABELS.get(item["status"], item["status"])),
-            date=format_skeleton("MMMd", item["created"], locale=lang),
+            date=format_skeleton("MMMd", item.get("changed") or item["created"], locale=lang),
         )
+        note = " ".join(to_gsm7(item.get("note") or "").split())
+        if not note:
+            return [line]
+        note = self.catalog.text(lang, "status.note", note=note)
+        return [line, note if note_room is None else fit_sms(note, note_room)]
 
     # -- moving ------------------------------------------------------------
 
@@ -307,16 +414,19 @@ class Engine:
             raise FlowError(f"{flow.path}: screen '{state}' has no route {trigger!r}") from error
         return model.state
 
-    def _jump(self, name: str, lang: str, ctx: Context) -> Turn:
+    def _jump(self, name: str, lang: str, ctx: Context, back: list | None = None, head: str | None = None) -> Turn:
         flow = self.flows[name]
-        session = {"flow": name, "screen": flow.start, "page": 0, "answers": {}, "lang": lang}
-        return self._enter(flow, flow.start, session, ctx)
+        session = {"flow": name, "screen": flow.start, "page": 0, "answers": {}, "lang": lang,
+                   "back": list(back or [])}
+        return self._enter(flow, flow.start, session, ctx, head)
 
-    def _enter(self, flow: Flow, target: str, session: dict, ctx: Context) -> Turn:
+    def _enter(self, flow: Flow, target: str, session: dict, ctx: Context, head: str | None = None) -> Turn:
         if target.startswith("@"):
-            return self._jump(target[1:], session["lang"], ctx)
+            return self._jump(target[1:], session["lang"], ctx, session["back"], head)
         screen = flow.screens[target]
         session = {**session, "screen": target, "page": 0}
+        if screen.kind == "end" or self._root(session):
+            session["back"] = []
         submission = language = None
         if screen.action == "submit":
             for other in flow.screens.values():
@@ -335,27 +445,47 @@ class Engine:
         elif screen.action == "set_language":
             language = session["answers"]["language"]
             session["lang"] = language
-        return self._show(session, ctx, submission=submission, language=language)
+        if screen.kind == "notice":
+            notice = "\n".join(self._lines(session["lang"], screen,
+                                            self._display(flow, session["answers"], session["lang"])))
+            after = self._enter(flow, self._fire(flow, target, "answer", session["answers"]), session, ctx, notice)
+            return after._replace(submission=submission or after.submission, language=language or after.language)
+        return self._show(session, ctx, head=head, submission=submission, language=language)
 
-    def _show(self, session: dict, ctx: Context, pages: list[str] | None = None, *,
+    def _back(self, session: dict, ctx: Context, pages: list[Page]) -> Turn:
+        """`0`: the page before; on a first page the screen before, its answer dropped; on a root, itself."""
+        if session["page"] > 0:
+            return self._show({**session, "page": session["page"] - 1}, ctx, pages)
+        if self._root(session):
+            return self._show(session, ctx, pages)
+        if not session["back"]:
+            return self._jump(MAIN, session["lang"], ctx)
+        flow, screen, page = session["back"][-1]
+        leaving = self._screen(session)[1].save
+        answers = ({answer: value for answer, value in session["answers"].items() if answer != leaving}
+                   if flow == session["flow"] else {})
+        return self._show({**session, "flow": flow, "screen": screen, "page": page, "answers": answers,
+                           "back": session["back"][:-1]}, ctx)
+
+    def _show(self, session: dict, ctx: Context, pages: list[Page] | None = None, *, head: str | None = None,
               submission: dict | None = None, language: str | None = None) -> Turn:
-        pages = pages or self.pages(session, ctx)
+        pages = pages or self._layout(session, ctx)[0]
+        session = {**session, "page": min(session["page"], len(pages) - 1)}
         last = session["page"] == len(pages) - 1
-        return Turn(pages[session["page"]], last and self._closing(session), session, submission, language)
+        return Turn(pages[session["page"]].render(PAGE_BUDGET, head), last and self._closing(session), session,
+                    submission, language)
 
-    def _reask(self, session: dict, ctx: Context, reason: str, values: dict | None = None) -> Turn:
-        session = {**session, "page": 0}
+    def _reask(self, session: dict, ctx: Context, reason: str, values: dict | None = None,
+               pages: list[Page] | None = None) -> Turn:
+        """The same page again, with the reason on top."""
         why = self.catalog.text(session["lang"], reason, **(values or {}))
-        pages = self.pages(session, ctx, reason=why)
-        return Turn(pages[0], False, session)
+        return self._show(session, ctx, pages, head=why)
 
     def _answer_offer(self, session: dict, raw: str, ctx: Context) -> Turn:
         if raw == "1":
             saved = {**session["saved"], "page": 0, "lang": session["lang"]}
             return self._show(saved, ctx)
-        if raw == "2":
-            return self._jump(MAIN, session["lang"], ctx)
-        return self._reask(session, ctx, N_("invalid.choice"))
+        return self._jump(MAIN, session["lang"], ctx)
 
     # -- describing ----------------------------------------------------------
 
@@ -391,6 +521,12 @@ class Engine:
         for flow in self.flows.values():
             for screen in flow.screens.values():
                 yield flow, screen
+
+
+def _numbered(lines: list[str], labels: list[str]) -> tuple[list[str], dict[str, int]]:
+    """`lines` and then the numbered `labels`, with the body line that shows each number."""
+    keys = {str(number): len(lines) + number - 1 for number in range(1, len(labels) + 1)}
+    return [*lines, *(f"{number}. {label}" for number, label in enumerate(labels, 1))], keys
 
 
 __all__ = ["Context", "Engine", "Lookup", "Turn"]

@@ -6,7 +6,18 @@ a state of a `transitions` machine and each way out of it a trigger:
     menu      choose_<n> for the n-th choice (`answer` for generated choices)
     input     answer, and taken when the screen is `unique`
     confirm   accept, decline (not yes/no: YAML 1.1 reads those keys as booleans)
+    notice    answer, at once: a one-line confirmation (after its `action`) shown
+              on top of the screen it leads to, like a saved language over the
+              main menu
+    view      none: it shows something (`show`) and waits for the keys below
+    end       none: it closes the session
     any       invalid (internal: stays, re-asks)
+
+Three keys are the engine's on every screen, never an answer: `0` back one
+page or screen, `00` the main menu, `98` the next page. A validator that
+could take one of them as its value (`digits` of length 1-2) is refused,
+since that value could never be typed; free text that is only `0`, `00` or
+`98` is navigation too, which no name or place is.
 
 A target is a screen of the same flow, or `@<flow>` to jump to the start of
 another flow (`@main` is the main menu). A target can branch on answers:
@@ -21,6 +32,8 @@ What code needs to know about an answer is named here too, never in Python:
     role: address          on an input screen: the answer that says where (staff, Open311)
     role: description      on an input screen: the answer that says what, in the caller's words
     sms_word: <msgid>      on a choice: the word that picks it in an SMS (`LAPOR JALAN ...`)
+    shown_as: <answer>     on a choice: summaries show that later answer in its place
+                           ("Other" then "Tailoring" reads "Tailoring", not "Other Tailoring")
     sms: {keyword, usage}  on a flow: `<keyword> <sms_word> <description>` submits it by SMS;
                            `usage` is the message that explains how, when an SMS gets it wrong
 
@@ -30,6 +43,7 @@ trigger on a throw-away model (see `engine.py`).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,16 +55,24 @@ from . import validate
 from .errors import MenuError
 
 SPEC_VERSION = 1
-KINDS = ("menu", "input", "confirm", "end")
+KINDS = ("menu", "input", "confirm", "notice", "view", "end")
 SHOWS = ("recent", "submission")
 ACTIONS = ("submit", "set_language")
 CHOICE_SOURCES = ("languages",)
 ROLES = ("address", "description")
+BACK = "0"
+HOME = "00"
+NEXT_PAGE = "98"
+NAVIGATION = (BACK, HOME, NEXT_PAGE)
+"""Keys the engine reads on every screen before the screen sees them (see the module docstring)."""
+_PROBE_DAY = dt.date(2000, 1, 1)  # any day: no navigation key is a date
 
 _KEYS = {
     "menu": {"kind", "text", "choices", "choices_from", "save", "next"},
     "input": {"kind", "text", "validate", "save", "next", "unique", "role"},
     "confirm": {"kind", "text", "accept", "decline"},
+    "notice": {"kind", "text", "action", "next"},
+    "view": {"kind", "text", "show"},
     "end": {"kind", "text", "show", "action"},
 }
 _FLOW_KEYS = {"spec_version", "flow", "title", "start", "screens", "submits", "sms"}
@@ -70,6 +92,7 @@ class Choice:
     value: str
     route: tuple[Branch, ...]
     sms_word: str | None = None
+    shown_as: str | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +277,7 @@ def _screen(name: str, data: Any, where: str) -> Screen:
         fields["save"] = data["save"]
         fields["validator"], fields["longest"] = validate.build(data.get("validate"), where)
         fields["check"] = data["validate"]["type"]
+        _check_navigation(fields["validator"], fields["check"], where)
         fields["next"] = _route(data.get("next"), f"{where}: 'next'")
         if "unique" in data:
             fields["unique"] = _route(data["unique"], f"{where}: 'unique'")[0].target
@@ -265,6 +289,8 @@ def _screen(name: str, data: Any, where: str) -> Screen:
         fields["accept"] = _route(data.get("accept"), f"{where}: 'accept'")
         fields["decline"] = _route(data.get("decline"), f"{where}: 'decline'")
     else:
+        if kind == "notice":
+            fields["next"] = _route(data.get("next"), f"{where}: 'next'")
         if data.get("show") is not None and data["show"] not in SHOWS:
             raise MenuError(f"{where}: 'show' must be one of {SHOWS}")
         if data.get("action") is not None and data["action"] not in ACTIONS:
@@ -274,6 +300,19 @@ def _screen(name: str, data: Any, where: str) -> Screen:
     return Screen(**fields)
 
 
+def _check_navigation(validator: validate.Validator, check: str, where: str) -> None:
+    """Refuse a validator that takes a navigation key as a value: the caller could never give it.
+
+    Free text is the exception: no name or place is `0`, `00` or `98`.
+    """
+    if check == "text":
+        return
+    taken = [key for key in NAVIGATION if isinstance(validator(key, _PROBE_DAY, {}), validate.Valid)]
+    if taken:
+        raise MenuError(f"{where}: the validator accepts {', '.join(taken)}, which are navigation keys "
+                        f"(0 back, 00 main menu, 98 next page); ask for at least 3 characters")
+
+
 def _choices(items: Any, default_next: Any, where: str) -> tuple[Choice, ...]:
     if not isinstance(items, list) or not items:
         raise MenuError(f"{where}: 'choices' must be a non-empty list")
@@ -281,13 +320,17 @@ def _choices(items: Any, default_next: Any, where: str) -> tuple[Choice, ...]:
         raise MenuError(f"{where}: at most 9 choices (one key each); split the menu")
     choices = []
     for number, item in enumerate(items, 1):
-        if not isinstance(item, dict) or set(item) - {"label", "value", "next", "sms_word"}:
-            raise MenuError(f"{where}, choice {number}: needs 'label', may have 'value', 'next' and 'sms_word'")
+        if not isinstance(item, dict) or set(item) - {"label", "value", "next", "sms_word", "shown_as"}:
+            raise MenuError(f"{where}, choice {number}: needs 'label', may have 'value', 'next', 'sms_word' "
+                            f"and 'shown_as'")
         label = _msgid(item.get("label"), f"{where}, choice {number}: 'label'")
         target = item.get("next", default_next)
         route = _route(target, f"{where}, choice {number}: 'next'")
         word = _msgid(item["sms_word"], f"{where}, choice {number}: 'sms_word'") if "sms_word" in item else None
-        choices.append(Choice(label, str(item.get("value", number)), route, word))
+        shown_as = item.get("shown_as")
+        if shown_as is not None and (not isinstance(shown_as, str) or not shown_as):
+            raise MenuError(f"{where}, choice {number}: 'shown_as' must name an answer")
+        choices.append(Choice(label, str(item.get("value", number)), route, word, shown_as))
     return tuple(choices)
 
 
@@ -311,6 +354,10 @@ def _check_targets(flow: Flow) -> None:
                 raise MenuError(f"{flow.path}: screen '{screen.name}': branches on {answer!r}, "
                                 f"which no screen saves")
     for screen in flow.screens.values():
+        for choice in screen.choices:
+            if choice.shown_as and flow.saved_by(choice.shown_as) is None:
+                raise MenuError(f"{flow.path}: screen '{screen.name}': a choice is shown as "
+                                f"{choice.shown_as!r}, which no screen saves")
         if screen.action == "submit" and not flow.submits:
             raise MenuError(f"{flow.path}: screen '{screen.name}': 'submit' in a flow without 'submits: true'")
         if screen.action == "set_language" and flow.saved_by("language") is None:

@@ -9,7 +9,7 @@ table.
 from __future__ import annotations
 
 import math
-import unicodedata
+from typing import Callable, NamedTuple
 
 import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
 
@@ -53,48 +53,85 @@ def ussd_cost(text: str) -> int:
         return math.ceil(len(text) * USSD_LIMIT / _UCS2_LIMIT)
 
 
-def paginate(body: str, budget: int, more: str, back: str, back_on_last: bool = True) -> list[str]:
-    """Split `body` into pages that each fit `budget` septets.
+class Page(NamedTuple):
+    """One screen's worth of a paged body.
 
-    Lines are kept whole where they fit; a line longer than a page is broken
-    at spaces (and, failing that, anywhere). Every page but the last ends with
-    the `more` line; every page but the first ends with the `back` line,
-    except the last when `back_on_last` is false (a closing screen, where no
-    key can be pressed any more).
+    `lines` are the indexes of the body lines that begin on this page, so a
+    caller can tell whether a key (a numbered choice) is shown here. `more`
+    (the next-page line) is on every page but the last; `hint` (the keys that
+    go back and home) where it belongs.
     """
-    if ussd_cost(body) <= budget:
-        return [body]
-    tail_first = ussd_cost("\n" + more)
-    tail_other = tail_first + ussd_cost("\n" + back)
-    room = budget - tail_other
+
+    body: str
+    lines: range
+    more: str | None = None
+    hint: str | None = None
+
+    def render(self, budget: int, head: str | None = None) -> str:
+        """The page as shown, `head` (a reason, a notice) on top, within `budget` septets.
+
+        A paged layout keeps room for a head (see `paginate`'s `reserve`);
+        one that still does not fit first takes the hint's place, then is cut
+        at a word: the page itself is never cut.
+        """
+        tail = [line for line in (self.more, self.hint) if line]
+        shown = "\n".join([*([head] if head else []), self.body, *tail])
+        if not head or ussd_cost(shown) <= budget:
+            return shown
+        rest = "\n".join([self.body, *([self.more] if self.more else [])])
+        room = budget - ussd_cost(rest) - 1
+        if room < len("..."):
+            return rest
+        return f"{fit_sms(head, room)}\n{rest}"
+
+
+def paginate(lines: list[str], budget: int, more: str, hint: str, *, reserve: int = 0,
+             paged_reserve: int | None = None, hint_first: bool = True, hint_last: bool = True) -> list[Page]:
+    """Split body `lines` into pages that each fit `budget` septets with `reserve` septets to spare.
+
+    The reserve is room for a head line a page may get on top (the reason of
+    a re-ask), so that the layout, and what page N holds, is the same whether
+    or not a head is shown; `paged_reserve`, when given, is the room kept on
+    each page of a body that takes several (a longer reason may come only
+    there, like a choice shown on another page).
+
+    Every page but the last ends with `more`; every page ends with `hint`,
+    except the first when `hint_first` is false (a root screen: nothing to go
+    back to) and the last when `hint_last` is false (a closing screen: no key
+    can be pressed any more). A body that does not fit one page with its hint
+    is paged rather than shown without it: lines are kept whole where they
+    fit, and a line longer than a page is broken at spaces (and, failing
+    that, anywhere).
+    """
+    body = "\n".join(lines)
+    single = hint if hint_first and hint_last else None
+    if ussd_cost(body) + (ussd_cost("\n" + single) if single else 0) <= budget - reserve:
+        return [Page(body, range(len(lines)), hint=single)]
+    budget -= reserve if paged_reserve is None else paged_reserve
+    room = budget - ussd_cost("\n" + more) - ussd_cost("\n" + hint)
     if room < 10:
         raise ValueError(f"navigation lines leave no room on a {budget}-septet page")
 
-    pieces: list[str] = []
-    for line in body.split("\n"):
-        pieces.extend(_break_line(line, room))
-
-    pages: list[list[str]] = [[]]
+    pages: list[list[tuple[int, bool, str]]] = [[]]
     used = 0
-    for piece in pieces:
-        cost = ussd_cost(piece) + (1 if pages[-1] else 0)
-        limit = budget - (tail_first if len(pages) == 1 else tail_other)
-        if pages[-1] and used + cost > limit:
-            pages.append([])
-            cost = ussd_cost(piece)
-            used = 0
-        pages[-1].append(piece)
-        used += cost
+    for number, line in enumerate(lines):
+        for chunk, piece in enumerate(_break_line(line, room)):
+            cost = ussd_cost(piece) + (1 if pages[-1] else 0)
+            if pages[-1] and used + cost > room:
+                pages.append([])
+                cost = ussd_cost(piece)
+                used = 0
+            pages[-1].append((number, chunk == 0, piece))
+            used += cost
 
     out = []
     last = len(pages) - 1
-    for number, lines in enumerate(pages):
-        text = "\n".join(lines)
-        if number < last:
-            text += "\n" + more
-        if number > 0 and (number < last or back_on_last):
-            text += "\n" + back
-        out.append(text)
+    for page, pieces in enumerate(pages):
+        begun = [number for number, first, _ in pieces if first]
+        shows_hint = (page > 0 or hint_first) and (page < last or hint_last)
+        out.append(Page("\n".join(piece for _, _, piece in pieces),
+                        range(begun[0], begun[-1] + 1) if begun else range(0),
+                        more if page < last else None, hint if shows_hint else None))
     return out
 
 
@@ -120,6 +157,31 @@ def _break_line(line: str, room: int) -> list[str]:
     if current:
         chunks.append(current)
     return chunks
+
+
+def shorten(values: dict[str, str], fits: Callable[[dict[str, str]], bool]) -> dict[str, str]:
+    """`values` with the longest cut (at a word, with `...`) to one common limit, as high as `fits` allows.
+
+    `fits(values)` tells whether a rendering with those values fits; values
+    shorter than the limit are kept whole, so a long answer gives way before
+    a short one. When even `...` for every value does not fit, they are all
+    kept whole: the rendering will take pages anyway, and then it may as
+    well show everything.
+    """
+    if not values or fits(values) or not fits(_capped(values, 0)):
+        return values
+    low, high = 0, max(ussd_cost(value) for value in values.values())
+    while low < high:
+        limit = (low + high + 1) // 2
+        if fits(_capped(values, limit)):
+            low = limit
+        else:
+            high = limit - 1
+    return _capped(values, low)
+
+
+def _capped(values: dict[str, str], limit: int) -> dict[str, str]:
+    return {name: fit_sms(value, limit) if ussd_cost(value) > limit else value for name, value in values.items()}
 
 
 SMS_SEGMENT_GSM7 = 160
@@ -151,21 +213,3 @@ def fit_sms(text: str, limit: int = SMS_SEGMENT_GSM7) -> str:
         cut = cut[: cut.rstrip().rfind(" ")] if " " in cut.rstrip() else cut[:-1]
     return cut.rstrip() + "..."
 
-
-def to_gsm7(text: str) -> str:
-    """`text` with accents dropped where GSM-7 lacks the letter and other non-GSM characters removed.
-
-    For text the gateway passes on (a staff note) rather than a caller's
-    answer: one stray character would switch a whole SMS to UCS-2 and more
-    than double its cost.
-    """
-    if is_gsm7(text):
-        return text
-    kept = []
-    for char in text:
-        if is_gsm7(char):
-            kept.append(char)
-            continue
-        plain = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
-        kept.append(plain if plain and is_gsm7(plain) else "")
-    return "".join(kept)

@@ -43,6 +43,15 @@ BROKEN = [
      "branches on 'colour', which no screen saves"),
     ("    text: demo.done", "    text: demo.done\n    action: submit", "'submit' in a flow without 'submits: true'"),
     ("screens:", "screens: {}\nextra:", "unknown keys"),
+    ("{type: text, max: 10}", "{type: digits, length: 2}", "screen 'ask': the validator accepts 00, 98, which are "
+                                                           "navigation keys"),
+    ("{type: text, max: 10}", "{type: digits, min: 1, max: 4}", "the validator accepts 0, 00, 98"),
+    ("{type: text, max: 10}", "{type: code, min: 1, max: 8}", "the validator accepts 0, 00, 98"),
+    ("    kind: end", "    kind: view\n    next: ask", "screen 'done': keys ['next'] do not belong on a view screen"),
+    ("    kind: end", "    kind: notice", "screen 'done': 'next' must be a screen name"),
+    ("    text: demo.done\n", "    text: demo.done\n  pick:\n    kind: menu\n    text: demo.pick\n    save: picked\n"
+     "    next: done\n    choices:\n      - {label: demo.other, value: other, shown_as: colour}\n",
+     "screen 'pick': a choice is shown as 'colour', which no screen saves"),
 ]
 
 
@@ -136,6 +145,26 @@ def test_menu_broken_file_is_refused_with_a_clear_reason(tmp_path, old, new, exp
         load_menus(tmp_path)
     assert expected in str(caught.value)
     assert "demo.yaml" in str(caught.value)
+
+
+@pytest.mark.parametrize("validate", ["{type: digits, length: 3}", "{type: digits, min: 3, max: 6}",
+                                      "{type: text, max: 10}", "{type: code}", "{type: date}"])
+def test_menu_validators_that_never_take_a_navigation_key_as_a_value_load(tmp_path, validate):
+    """Free text is allowed to be short: `0`, `00` and `98` are navigation there, and no one's name."""
+    flow = load_flow(write(tmp_path, GOOD.replace("{type: text, max: 10}", validate)))
+    assert flow.screens["ask"].validator
+
+
+def test_menu_notice_leads_on_and_view_waits(tmp_path):
+    write(tmp_path, GOOD.replace("next: done", "next: saved").replace("screens:", """screens:
+  saved:
+    kind: notice
+    text: demo.saved
+    next: '@main'"""))
+    write(tmp_path, GOOD.replace("flow: demo", "flow: main").replace("kind: end", "kind: view"), name="main")
+    flows = load_menus(tmp_path)
+    assert flows["demo"].jumps == {"main"} and flows["demo"].screens["saved"].next[0].target == "@main"
+    assert flows["main"].screens["done"].kind == "view"
 
 
 def test_menu_yes_and_no_keys_are_refused_not_misread(tmp_path):
