@@ -6,6 +6,13 @@ works for every caller: a villager may text STATUS to an Indonesian
 gateway. Case, spacing and a trailing `:` or `.` do not matter. Which flows
 can be submitted by SMS, and with which words, the menus say (`sms:` on a
 flow, `sms_word` on its choices).
+
+A flow whose menu names an answer `role: address` is submitted in one
+message as `<keyword> <word> <place>: <description>` (`LAPOR JALAN
+Sukamaju: lubang besar dekat masjid`): the place is what comes before the
+first `:` that is not inside a time like `19:00`. Without a place the
+submission is `Unplaced`: the gateway keeps it and asks for the place,
+because staff cannot act on a report that says nowhere.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ from dataclasses import dataclass
 from .catalog import N_, Catalog
 from .engine import Engine
 from .errors import CatalogError
-from .text import SMS_SEGMENT_GSM7, fit_sms, to_gsm7, ussd_cost
-from .validate import Invalid
+from .menu import Flow
+from .text import SMS_SEGMENT_GSM7, fit_sms, ussd_cost
+from .typed import to_gsm7
+from . import validate
+from .validate import Invalid, Outcome
 
 COMMANDS = {
     "status": N_("sms.keyword.status"),
@@ -30,14 +40,27 @@ COMMANDS = {
 """Command name -> catalog id of its keyword. Flows with an `sms:` form add a `submit` command each."""
 
 SUBMIT = "submit"
+SIGNED = N_("sms.signed")
+
+PLACE_PROMPT = N_("sms.report.place")
+"""Asks for the place of a report that came without one; `{minutes}` it waits."""
+PLACE_INVALID = N_("sms.report.place_invalid")
+"""Re-asks the place, with the `{reason}` the one given was not taken."""
+EXPIRED = N_("sms.report.expired")
+"""Answers a place that came after the report waited `{minutes}`: how to send it in one message."""
+REFUSED = N_("sms.report.refused")
+"""A report whose description was not taken, with the `{reason}` (the limit, when it was too long)."""
 
 SMS_MESSAGES = (
     N_("sms.help"), N_("sms.confirmation"), N_("sms.notice"),
     N_("sms.language.usage"), N_("sms.stop.done"), N_("sms.start.done"),
+    PLACE_PROMPT, PLACE_INVALID, EXPIRED, REFUSED, SIGNED,
 )
 
 _SPACES = re.compile(r"\s+")
 _TRAILING = ":.,!"
+_PLACE_END = re.compile(r"(?<!\d):|:(?!\d)")
+"""The `:` after the place; one between two digits is a time (`jam 19:00`), not the end of a place."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +74,19 @@ class Command:
     lang: str | None
     argument: str
     flow: str | None = None
+    text: str = ""
+    """The whole SMS, spaces collapsed: what a description's room in one message is counted from."""
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    """A submission by SMS whose place is missing (`reason` None) or was not taken (`reason` says why).
+
+    Everything else in it is checked; it waits for its place.
+    """
+
+    submission: dict
+    reason: Invalid | None = None
 
 
 class Keywords:
@@ -90,27 +126,90 @@ class Keywords:
         head, _, rest = text.partition(" ")
         found = self.commands.get(head.rstrip(_TRAILING).upper())
         if found is None:
-            return Command("unknown", None, text)
+            return Command("unknown", None, text, text=text)
         name, lang, flow = found
-        return Command(name, lang, rest.strip(), flow)
+        return Command(name, lang, rest.strip(), flow, text)
 
-    def submission(self, command: Command, lang: str, today: dt.date) -> dict | Invalid:
-        """The submission a `submit` SMS makes (without its reference), or why it cannot.
+    def submission(self, command: Command, lang: str, today: dt.date) -> dict | Unplaced | Invalid:
+        """The submission a `submit` SMS makes (without its reference), one still `Unplaced`, or why not.
 
-        `<word> <description>`: the word picks a choice of the flow's worded
-        screen, the rest is checked like the `role: description` answer.
+        `<word> [<place>:] <description>`: the word picks a choice of the
+        flow's worded screen; the description is checked like the `role:
+        description` answer, except that it may be as long as the message
+        has room for; the place like the `role: address` answer.
         """
         flow = self._engine.flows[command.flow]
         form = flow.sms
         word, _, rest = command.argument.partition(" ")
         value = self.words[flow.name].get(word.rstrip(_TRAILING).upper())
-        if value is None or not rest.strip():
+        placed = flow.role("address") is not None
+        place, description = _split_place(rest) if placed else (None, rest.strip())
+        if value is None or not description:
             return Invalid(form.usage)
-        outcome = flow.saved_by(form.describe).validator(rest, today, {})
+        room = SMS_SEGMENT_GSM7 - (len(command.text) - len(description))
+        described = _describe(flow, description, room, today)
+        if isinstance(described, Invalid):
+            return Invalid(REFUSED, {"reason": described})
+        made = {"service": flow.name, "language": lang, "unique": {},
+                "answers": {form.choose: value, form.describe: described.value}}
+        if not placed:
+            return made
+        if place is None:
+            return Unplaced(made)
+        complete = self.place(made, place, today)
+        return Unplaced(made, complete) if isinstance(complete, Invalid) else complete
+
+    def place(self, submission: dict, raw: str, today: dt.date) -> dict | Invalid:
+        """`submission` with its place, checked like the flow's `role: address` answer, or why not."""
+        address = self._engine.flows[submission["service"]].role("address")
+        outcome = address.validator(raw, today, submission["answers"])
         if isinstance(outcome, Invalid):
             return outcome
-        return {"service": flow.name, "language": lang, "unique": {},
-                "answers": {form.choose: value, form.describe: outcome.value}}
+        return {**submission, "answers": {**submission["answers"], address.save: outcome.value}}
+
+
+def _split_place(rest: str) -> tuple[str | None, str]:
+    """(place, description) of `<place>: <description>`; the place is None when there is none."""
+    found = _PLACE_END.search(rest)
+    if found is None or not rest[:found.start()].strip():
+        return None, (rest[found.end():] if found else rest).strip()
+    return rest[:found.start()].strip(), rest[found.end():].strip()
+
+
+def _describe(flow: Flow, raw: str, room: int, today: dt.date) -> Outcome:
+    """The description as an SMS gives it: the screen's checks, but as long as one message has room for.
+
+    A USSD screen limits the description to what fits a screen; an SMS
+    carries up to one 160-character message, keyword, word and place
+    included. Never shorter than the screen allows.
+    """
+    screen = flow.saved_by(flow.sms.describe)
+    outcome = screen.validator(raw, today, {})
+    if screen.check != "text" or not isinstance(outcome, Invalid) or outcome.reason != N_("invalid.text_long"):
+        return outcome
+    return validate.text(max=max(room, screen.longest))(raw, today, {})
+
+
+def signed(catalog: Catalog, lang: str, text: str) -> str:
+    """`text` as an SMS: after the service's name, as every SMS the gateway sends begins.
+
+    For texts shared with USSD screens (a status line, "language saved");
+    messages written for SMS only carry the name in the catalog already.
+    """
+    return catalog.text(lang, SIGNED, text=text)
+
+
+def signature_cost(catalog: Catalog, lang: str) -> int:
+    """Septets the service's name takes at the start of a signed SMS."""
+    return ussd_cost(catalog.text(lang, SIGNED, text=""))
+
+
+def say(catalog: Catalog, lang: str, outcome: Invalid) -> str:
+    """`outcome` in words of `lang`; a `reason` inside it (an Invalid itself) is put in words first."""
+    values = dict(outcome.values)
+    if isinstance(values.get("reason"), Invalid):
+        values["reason"] = say(catalog, lang, values["reason"])
+    return catalog.text(lang, outcome.reason, **values)
 
 
 def notice_text(catalog: Catalog, lang: str, *, ref: str, service: str, status: str, note: str) -> str:

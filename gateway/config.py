@@ -159,6 +159,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sms.africastalking.username", "sandbox", _string, "Africa's Talking username."),
     Setting("sms.africastalking.api_key", "", _string, "Africa's Talking API key.", secret=True),
     Setting("sms.africastalking.sender_id", "", _string, "Sender id or short code; empty for the account default."),
+    Setting("sms.africastalking.keyword", "", _string,
+            "Premium keyword of replies to premium (on-demand) SMS, those that came with a linkId; they go "
+            "back from the short code they came to. Empty sends none."),
     Setting("sms.africastalking.api_url", "", _url,
             "Base URL the SDK sends to; empty for Africa's Talking's own (tests point it at a stand-in)."),
     Setting("sms.timeout_seconds", 9.05, _seconds(0.1, 60),
@@ -169,8 +172,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sms.retry_seconds", 30.0, _seconds(0.01, 3600),
             "First retry delay; it doubles per attempt (with jitter), up to an hour."),
     Setting("sms.auto_replies_per_hour", 5, _integer(1, 1000),
-            "Automatic replies to one number per hour; more are suppressed, so two machines "
-            "answering each other cannot loop."),
+            "Answers to HELP and to text the gateway does not understand, per number per hour; more are "
+            "suppressed, so two machines answering each other cannot loop. Confirmations, acknowledgements "
+            "and status answers are never held back."),
+    Setting("sms.pending_minutes", 60, _integer(1, 24 * 60),
+            "How long an SMS report without a place waits for the SMS that gives it; a place sent later "
+            "is told the report expired."),
     Setting("sync.secret", "", _string,
             "The secret this gateway and the central backend share; empty turns sync off.", secret=True),
     Setting("sync.interval_seconds", 60.0, _seconds(0.05, 86400),

@@ -30,6 +30,8 @@ class Rules:
     ref_prefix: str
     sms_ttl: dt.timedelta
     auto_reply_cap: int
+    place_wait: dt.timedelta = dt.timedelta(minutes=60)
+    """How long an SMS report without a place waits for it (`sms.pending_minutes`)."""
 
     @classmethod
     def from_config(cls, config: Config) -> "Rules":
@@ -39,6 +41,7 @@ class Rules:
             ref_prefix=config["gateway.ref_prefix"],
             sms_ttl=dt.timedelta(hours=config["sms.ttl_hours"]),
             auto_reply_cap=config["sms.auto_replies_per_hour"],
+            place_wait=dt.timedelta(minutes=config["sms.pending_minutes"]),
         )
 
 

@@ -5,6 +5,11 @@ first), hands each to the provider in a thread (the africastalking SDK is
 synchronous `requests`), and records what happened: accepted, retry later
 with exponential backoff and jitter, or give up. Rows a crashed process left
 `sending` are queued again when the worker starts.
+
+A reply to a premium (on-demand) SMS goes back as Africa's Talking requires:
+through the SDK's `send_premium`, from the short code the SMS came to, with
+its `linkId` and the configured premium keyword, billed to the subscriber
+(`bulkSMSMode` 0); everything else through `send`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ IDLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
+class Premium:
+    """How a reply to a premium SMS goes back: from the short code it came to, with its `linkId`."""
+
+    short_code: str
+    link_id: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a provider did with one message."""
 
@@ -45,15 +58,17 @@ class Outcome:
 
 
 class Provider(Protocol):
-    def send(self, to: str, body: str, send_id: str) -> Outcome:
-        """Send one message; synchronous; raises on a network failure (retried)."""
+    def send(self, to: str, body: str, send_id: str, premium: Premium | None = None) -> Outcome:
+        """Send one message (a reply through `premium` when given); synchronous; raises on a
+        network failure (retried)."""
 
 
 class ConsoleProvider:
     """Prints each message (number masked) and keeps it in the outbox: `make run` needs no account."""
 
-    def send(self, to: str, body: str, send_id: str) -> Outcome:
-        print(f"SMS to {mask_phone(to)} [{send_id}]: {body}", flush=True)
+    def send(self, to: str, body: str, send_id: str, premium: Premium | None = None) -> Outcome:
+        via = f" from {premium.short_code}" if premium else ""
+        print(f"SMS to {mask_phone(to)}{via} [{send_id}]: {body}", flush=True)
         return Outcome(True, f"console-{send_id}", "Console")
 
 
@@ -61,21 +76,27 @@ class AfricasTalkingProvider:
     """The official africastalking SDK, pointed at `api_url` when one is set."""
 
     def __init__(self, username: str, api_key: str, sender_id: str = "", api_url: str = "",
-                 timeout: tuple[float, float] = (3.05, 9.05)):
+                 timeout: tuple[float, float] = (3.05, 9.05), keyword: str = ""):
         from africastalking.SMS import SMSService
 
         self._service = SMSService(username, api_key)
         if api_url:
-            # The SDK has no option for its base URL; it reads this attribute on every call.
-            self._service._baseUrl = api_url
+            # The SDK has no option for its base URLs; it reads these attributes on every call.
+            # Premium messages go to the second one (Africa's Talking's content host).
+            self._service._baseUrl = self._service._contentUrl = api_url
         self._sender_id = sender_id or None
+        self._keyword = keyword or None
         self._timeout = timeout
 
-    def send(self, to: str, body: str, send_id: str) -> Outcome:
+    def send(self, to: str, body: str, send_id: str, premium: Premium | None = None) -> Outcome:
         from africastalking.Service import AfricasTalkingException
 
         try:
-            answer = self._service.send(body, [to], sender_id=self._sender_id, timeout=self._timeout)
+            if premium is None:
+                answer = self._service.send(body, [to], sender_id=self._sender_id, timeout=self._timeout)
+            else:
+                answer = self._service.send_premium(body, premium.short_code, [to], keyword=self._keyword,
+                                                    link_id=premium.link_id, timeout=self._timeout)
         except ValueError as error:  # the SDK refuses a number without '+' before sending
             return Outcome(False, status=str(error), permanent=True)
         except AfricasTalkingException as error:
@@ -143,8 +164,9 @@ class Sender:
     async def _send(self, claim: dict) -> None:
         loop = asyncio.get_running_loop()
         try:
+            premium = Premium(claim["short_code"], claim["link_id"]) if claim["link_id"] else None
             outcome = await loop.run_in_executor(self._pool, self._provider.send, claim["to"], claim["body"],
-                                                 claim["send_id"])
+                                                 claim["send_id"], premium)
         except (ProviderError, requests.RequestException, OSError) as error:
             reason = str(error) if isinstance(error, ProviderError) else f"{type(error).__name__}"
             delay = backoff(claim["attempt"], self._retry_seconds)
@@ -186,7 +208,7 @@ def make_provider(config) -> Provider:
         return AfricasTalkingProvider(
             config["sms.africastalking.username"], config["sms.africastalking.api_key"],
             config["sms.africastalking.sender_id"], config["sms.africastalking.api_url"],
-            timeout=(min(3.05, read), read))
+            timeout=(min(3.05, read), read), keyword=config["sms.africastalking.keyword"])
     return ConsoleProvider()
 
 

@@ -2,20 +2,38 @@
 
 An incoming SMS is handled in one store transaction: remember its `id` (a
 second delivery of the same id changes nothing), act on the command, and
-queue the reply in the outbox. The reply goes out through the sender, in
+queue the answer in the outbox. The answer goes out through the sender, in
 the caller's saved language, else the language of the keyword they used.
+
+The hourly cap on automatic replies holds back only the answers two
+machines could trade forever: usage for HELP and for text the gateway does
+not understand (a place that is not taken included). A confirmation, the
+question for a report's place, a STOP/START acknowledgement, a language
+saved, a status line and the refusal of a report always go out: a villager
+is never left guessing.
+
+A report without a place waits (`sync.pending`) for the phone's next SMS that
+is not a keyword. A new report replaces a waiting one; other keywords (CEK,
+BAHASA, ...) are answered as usual and leave it waiting.
+
+Only phones are answered: an SMS from a sender name or a short code (an
+operator's promotion, another service) is acknowledged and dropped, so the
+aggregator does not retry it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiohttp import web
 
 from flows import Engine
 from flows.catalog import N_
-from flows.sms import SUBMIT, Command, Keywords
+from flows.sms import EXPIRED, PLACE_INVALID, PLACE_PROMPT, SUBMIT, Command, Keywords, Unplaced, say, signed
 from flows.validate import Invalid
 from sync.store import Store
 
@@ -27,6 +45,10 @@ from .resources import Rules, engine_key, keywords_key, rules_key, sender_key, s
 log = logging.getLogger(__name__)
 
 MAX_SMS_TEXT = 5000
+MAX_ID = 128
+"""The longest `id` and `linkId` taken."""
+_NO_PHONE = re.compile(r"\d{3,8}|(?=.*[A-Za-z])[A-Za-z0-9 ._&'-]{1,11}")
+"""A short code (3-8 digits) or an alphanumeric sender name (up to 11 characters, a letter among them)."""
 
 
 @dataclass(frozen=True)
@@ -34,17 +56,40 @@ class Inbound:
     id: str
     phone: str
     text: str
+    short_code: str = ""
+    """The number the SMS was sent to (`to`): a premium reply goes back from it."""
+    link_id: str = ""
+    """Africa's Talking's `linkId` of a premium (on-demand) SMS; its replies must carry it."""
 
 
-def parse_inbound(form) -> Inbound:
+class Reply(NamedTuple):
+    """The answer to an incoming SMS, and whether the cap on automatic replies may hold it back."""
+
+    text: str
+    capped: bool = False
+
+
+def parse_inbound(form) -> Inbound | None:
+    """The incoming SMS in `form`, or None when it comes from a sender name or a short code.
+
+    Raises `BadCallback` when the form is malformed.
+    """
     require(form, "from", "text", "id")
     message_id = str(form["id"]).strip()
-    if not message_id or len(message_id) > 128:
-        raise BadCallback("id must be 1-128 characters")
+    if not message_id or len(message_id) > MAX_ID:
+        raise BadCallback(f"id must be 1-{MAX_ID} characters")
     text = str(form["text"])
     if len(text) > MAX_SMS_TEXT:
         raise BadCallback(f"text is longer than {MAX_SMS_TEXT} characters")
-    return Inbound(message_id, e164(str(form["from"]), "from"), text)
+    sender = str(form["from"]).strip()
+    if _NO_PHONE.fullmatch(sender):
+        return None
+    link_id, short_code = str(form.get("linkId", "")).strip(), str(form.get("to", "")).strip()
+    if len(link_id) > MAX_ID:
+        raise BadCallback(f"linkId is longer than {MAX_ID} characters")
+    if link_id and not short_code:
+        raise BadCallback("to (the short code) is needed with a linkId")
+    return Inbound(message_id, e164(sender, "from"), text, short_code, link_id)
 
 
 def sms_turn(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms: Inbound) -> str | None:
@@ -59,36 +104,85 @@ def sms_turn(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms
         command = keywords.parse(sms.text)
         lang = turn.language_of(store, engine, rules, sms.phone, command.lang)
         if command.name == SUBMIT:
-            made = keywords.submission(command, lang, store.clock().date())
-            if not isinstance(made, Invalid):
-                # The confirmation is the answer: a reference is never held back by the cap.
-                turn.submit(store, engine, rules, made, phone=sms.phone, channel="sms", cause=sms.id)
-                log.info("sms %s from %s: %s", sms.id, mask_phone(sms.phone), command.flow)
-                return "queued"
-            reply = engine.catalog.text(lang, made.reason, **made.values)
+            reply = _report(store, engine, keywords, rules, sms, command, lang)
+        elif command.name == "unknown":
+            reply = _unknown(store, engine, keywords, rules, sms, lang)
         else:
             reply = _answer(store, engine, command, lang, sms.phone)
-        queued = store.outbox.add(sms.phone, reply, "reply", ttl=rules.sms_ttl, auto=True, cause=sms.id,
-                                  cap_per_hour=rules.auto_reply_cap)
-    log.info("sms %s from %s: %s, reply %s", sms.id, mask_phone(sms.phone), command.name, queued["state"])
-    return queued["state"]
+        state = "queued"  # a confirmation: the submission queued it
+        if reply is not None:
+            state = store.outbox.add(sms.phone, reply.text, "reply", ttl=rules.sms_ttl, auto=reply.capped,
+                                     cause=sms.id, cap_per_hour=rules.auto_reply_cap)["state"]
+        if sms.link_id:
+            store.outbox.reply_through(sms.id, sms.short_code, sms.link_id)
+    log.info("sms %s from %s: %s, %s %s", sms.id, mask_phone(sms.phone), command.flow or command.name,
+             "reply" if reply else "confirmation", state)
+    return state
 
 
-def _answer(store: Store, engine: Engine, command: Command, lang: str, phone: str) -> str:
-    """The reply to every command but a submission."""
+def _report(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms: Inbound, command: Command,
+            lang: str) -> Reply | None:
+    """A report by SMS: stored and confirmed, kept waiting for its place, or refused; None once stored.
+
+    It replaces a report the phone left waiting for its place.
+    """
+    made = keywords.submission(command, lang, store.clock().date())
+    if isinstance(made, Invalid):
+        return Reply(say(engine.catalog, lang, made))
+    if isinstance(made, Unplaced):
+        store.pending.hold(sms.phone, made.submission, language=lang, inbound_id=sms.id, ttl=rules.place_wait)
+        return Reply(_ask_place(engine, rules, lang, made.reason))
+    store.pending.drop(sms.phone)
+    turn.submit(store, engine, rules, made, phone=sms.phone, channel="sms", cause=sms.id)
+    return None
+
+
+def _unknown(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms: Inbound,
+             lang: str) -> Reply | None:
+    """Text that is no keyword: the place a waiting report asked for, else usage."""
+    waiting = store.pending.waiting(sms.phone)
+    if waiting is None:
+        return Reply(engine.catalog.text(lang, N_("sms.help")), capped=True)
+    lang = turn.language_of(store, engine, rules, sms.phone, waiting.language)
+    if waiting.expired:
+        store.pending.drop(sms.phone)
+        return Reply(engine.catalog.text(lang, EXPIRED, minutes=_minutes(rules.place_wait)))
+    made = keywords.place(waiting.draft, sms.text, store.clock().date())
+    if isinstance(made, Invalid):
+        return Reply(_ask_place(engine, rules, lang, made), capped=True)
+    store.pending.drop(sms.phone)
+    turn.submit(store, engine, rules, made, phone=sms.phone, channel="sms", cause=sms.id)
+    log.info("sms %s from %s completes the report of sms %s", sms.id, mask_phone(sms.phone), waiting.inbound_id)
+    return None
+
+
+def _ask_place(engine: Engine, rules: Rules, lang: str, reason: Invalid | None) -> str:
+    """The question for a report's place; with the `reason` the place given was not taken."""
+    if reason is None:
+        return engine.catalog.text(lang, PLACE_PROMPT, minutes=_minutes(rules.place_wait))
+    return say(engine.catalog, lang, Invalid(PLACE_INVALID, {"reason": reason}))
+
+
+def _minutes(wait: dt.timedelta) -> int:
+    return int(wait.total_seconds() // 60)
+
+
+def _answer(store: Store, engine: Engine, command: Command, lang: str, phone: str) -> Reply:
+    """The reply to every command but a submission; only HELP's counts toward the cap."""
     text = engine.catalog.text
     if command.name == "status":
-        return turn.status_text(store, engine, phone, command.argument, lang)
+        return Reply(turn.status_text(store, engine, phone, command.argument, lang))
     if command.name == "language":
         chosen = _language(engine, command.argument)
         if chosen is None:
-            return text(lang, N_("sms.language.usage"))
+            return Reply(text(lang, N_("sms.language.usage")))
         turn.set_language(store, phone, chosen)
-        return text(chosen, "language.saved", language=engine.catalog.language_name(chosen))
+        return Reply(signed(engine.catalog, chosen,
+                            text(chosen, "language.saved", language=engine.catalog.language_name(chosen))))
     if command.name in ("stop", "start"):
         store.set_notices(phone, command.name == "start")
-        return text(lang, N_("sms.stop.done") if command.name == "stop" else N_("sms.start.done"))
-    return text(lang, N_("sms.help"))
+        return Reply(text(lang, N_("sms.stop.done") if command.name == "stop" else N_("sms.start.done")))
+    return Reply(text(lang, N_("sms.help")), capped=True)
 
 
 def _language(engine: Engine, argument: str) -> str | None:
@@ -100,10 +194,15 @@ def _language(engine: Engine, argument: str) -> str | None:
 
 
 async def inbound_callback(request: web.Request) -> web.Response:
+    form = await request.post()
     try:
-        sms = parse_inbound(await request.post())
+        sms = parse_inbound(form)
     except BadCallback as error:
         raise web.HTTPBadRequest(text=str(error)) from None
+    if sms is None:
+        log.info("sms %s from %s, a sender name or short code: nobody to answer, dropped",
+                 str(form["id"])[:64], str(form["from"]).strip())
+        return web.Response(text="OK (not from a phone: dropped)")
     app = request.app
     state = await app[store_key].call(sms_turn, app[engine_key], app[keywords_key], app[rules_key], sms)
     if state == "queued":

@@ -18,6 +18,15 @@ States:
     expired     waited past its time-to-live, never sent              (final)
     suppressed  never sent: the number said STOP to notices, or hit
                 the hourly cap on automatic replies                   (final)
+
+Only rows queued as `auto` count toward the cap and are held back by it.
+The gateway queues so only the answers two machines could trade forever
+(usage, for text it did not understand), never a confirmation or an
+acknowledgement.
+
+A reply to an SMS that came with a `linkId` (premium, on-demand) carries
+that id and the short code the SMS came to: the provider must send it back
+through them.
 """
 
 from __future__ import annotations
@@ -92,6 +101,12 @@ class Outbox:
             self._db["outbox"].insert(row)
         return {"id": row["id"], "state": state}
 
+    def reply_through(self, cause: str, short_code: str, link_id: str) -> None:
+        """Every row the incoming SMS `cause` made goes back through its premium link."""
+        with self._store.transaction():
+            self._db.execute("UPDATE outbox SET short_code = ?, link_id = ? WHERE cause = ?",
+                             [short_code, link_id, cause])
+
     def recover(self) -> int:
         """On start: rows left `sending` by a dead process are queued again (sent at most once more)."""
         with self._store.transaction():
@@ -115,14 +130,16 @@ class Outbox:
     def begin(self, message_id: str) -> dict | None:
         """Claim a due row for one attempt: mark it `sending` (or `expired`) and commit.
 
-        Returns `to`, `body`, `send_id`, `attempt` for the provider, or None
-        when the row is not queued any more or has outlived its time-to-live.
+        Returns `to`, `body`, `send_id`, `attempt`, and `short_code` and
+        `link_id` (None unless it replies through a premium link) for the
+        provider, or None when the row is not queued any more or has outlived
+        its time-to-live.
         """
         store = self._store
         now = store.stamp(self._now())
         with store.transaction():
             row = self._db.execute(
-                "SELECT phone, body, attempts, expires_at, state FROM outbox WHERE id = ?",
+                "SELECT phone, body, attempts, expires_at, state, short_code, link_id FROM outbox WHERE id = ?",
                 [message_id]).fetchone()
             if row is None or row[4] != "queued":
                 return None
@@ -133,7 +150,7 @@ class Outbox:
             send_id = f"{message_id}-{attempt}"
             self._set(message_id, state="sending", attempts=attempt, send_id=send_id)
         return {"id": message_id, "to": store.sealer.open(row[0]), "body": store.sealer.open(row[1]),
-                "send_id": send_id, "attempt": attempt}
+                "send_id": send_id, "attempt": attempt, "short_code": row[5], "link_id": row[6]}
 
     def sent(self, message_id: str, provider_id: str | None, provider_status: str) -> None:
         """The provider took it. A copy resent after a crash keeps saying so: it may be a duplicate."""

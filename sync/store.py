@@ -7,6 +7,7 @@ Tables:
     claims          unique answers in use (a voter's NIK), by keyed digest
     ussd_sessions   the state of each USSD session, its last input history and answer
     callers         each caller's chosen language, by keyed digest of the phone
+    sms_pending     SMS reports waiting for their place, one sealed draft per phone (`pending.py`)
 
 Personal fields go through `Sealer` (sealed at rest, found by digest) and
 nowhere else. Every write of a USSD turn happens in one `transaction()`, so
@@ -32,6 +33,7 @@ from . import outbox
 from .database import Clock, Database, stamp as _stamp, utc_now
 from .errors import AlreadyClaimed
 from .outbox import Outbox
+from .pending import Pending
 from .protocol import STATUSES
 from .seal import Sealer
 
@@ -73,11 +75,14 @@ def _v3(db: sqlite_utils.Database) -> None:
 
 def _v4(db: sqlite_utils.Database) -> None:
     """The staff's last note and when the status last changed (CEK shows both); the provider's
-    `linkId` of the SMS an answer replies to; SMS reports waiting for their place."""
+    `linkId` of the SMS an answer replies to, and the short code that SMS came to (a premium
+    reply goes back from it); SMS reports waiting for their place."""
     db["submissions"].add_column("note", str)
     db["submissions"].add_column("status_at", str)
     db.execute("UPDATE submissions SET status_at = created_at")
     db["outbox"].add_column("link_id", str)
+    db["outbox"].add_column("short_code", str)
+    db["outbox"].create_index(["cause"])  # the replies to one incoming SMS, to link them back to it
     db["sms_pending"].create({
         "phone_hash": str, "draft": str, "language": str, "inbound_id": str,
         "created_at": str, "expires_at": str,
@@ -102,6 +107,7 @@ class Store(Database):
         super().__init__(path, sealer, clock)
         self.db.execute("PRAGMA foreign_keys=ON")
         self.outbox = Outbox(self)
+        self.pending = Pending(self)
 
     @classmethod
     def open(cls, data_dir: str | Path, clock: Clock = utc_now) -> "Store":
@@ -175,11 +181,12 @@ class Store(Database):
         return cursor.rowcount
 
     def purge_inbound(self, older_than: dt.timedelta) -> int:
-        """Forget the ids of incoming SMS older than `older_than` (no provider redelivers that late)."""
+        """Forget the ids of incoming SMS older than `older_than` (no provider redelivers that late),
+        and SMS reports that waited for their place in vain (see `pending.py`); return how many went."""
         with self.transaction():
             cursor = self.db.execute("DELETE FROM sms_inbound WHERE received_at < ?",
                                      [_stamp(self.clock() - older_than)])
-        return cursor.rowcount
+            return cursor.rowcount + self.pending.purge()
 
     # -- callers -----------------------------------------------------------
 
@@ -362,7 +369,7 @@ class Store(Database):
                                 [key, None if value is None else str(value)])
 
     def counts(self) -> dict:
-        """Submissions by sync state and by status, and open USSD sessions."""
+        """Submissions by sync state and by status, open USSD sessions, SMS reports waiting for their place."""
         by_sync = dict(self.db.execute(
             "SELECT sync_state, count(*) FROM submissions GROUP BY sync_state").fetchall())
         by_status = dict(self.db.execute(
@@ -371,6 +378,7 @@ class Store(Database):
         return {"submissions": {"by_sync_state": by_sync, "by_status": by_status,
                                 "total": sum(by_sync.values())},
                 "ussd_sessions_open": sessions,
+                "sms_reports_waiting": self.pending.count(),
                 "outbox": self.outbox.counts(),
                 "sync": {"pending": by_sync.get("pending", 0), "sent": by_sync.get("synced", 0),
                          "rejected": by_sync.get("rejected", 0),

@@ -3,7 +3,12 @@
 It answers `POST /version1/messaging` as the real one does: the API key in
 the `apiKey` header, form fields `username`, `to`, `message`, `bulkSMSMode`,
 optional `from`; a JSON answer with `Content-Type: application/json` exactly
-(the SDK parses nothing else) listing each recipient's status code. A test
+(the SDK parses nothing else) listing each recipient's status code.
+
+A premium message (the SDK's `send_premium`, sent to the content host: the
+same path here) has `bulkSMSMode` 0, the short code in `from`, and `keyword`
+and `linkId`: a request that is premium by one of them but lacks or gets
+wrong another is refused with a 400, as a misbilled message would be. A test
 scripts what the next requests get: a 500; a `timeout` (no answer until
 the test calls `release()`, then a 504: the message was not sent); a `slow`
 success (the message is sent at once, but the answer waits for `release()`,
@@ -31,9 +36,12 @@ STATUS = {100: "Processed", 101: "Success", 102: "Queued", 401: "RiskHold", 402:
 
 
 class AfricasTalkingStandIn:
-    def __init__(self, api_key: str = "test-key", username: str = "kentongan"):
+    def __init__(self, api_key: str = "test-key", username: str = "kentongan", short_code: str = "21525",
+                 keyword: str = "KENTONGAN"):
         self.api_key = api_key
         self.username = username
+        self.short_code = short_code     # the premium short code of the account, and its keyword
+        self.keyword = keyword
         self.received: list[dict] = []   # every request that reached us, answered or not
         self.accepted: list[dict] = []   # the messages we answered with a success code
         self.plan: list[object] = []     # the next requests get: "500", "timeout", "slow", "html", or a code
@@ -84,6 +92,9 @@ class AfricasTalkingStandIn:
             return web.Response(status=401, text="The supplied authentication is invalid")
         if not form.get("to") or not form.get("message"):
             return web.Response(status=400, text="Request is missing required form field 'to' or 'message'")
+        wrong = self.premium_fault(form)
+        if wrong:
+            return web.Response(status=400, text=wrong)
         self.received.append(fields(form))
         behaviour = self.plan.pop(0) if self.plan else 101
         if behaviour == "500":
@@ -102,6 +113,21 @@ class AfricasTalkingStandIn:
             return web.Response(text="<html><body>Please log in to continue</body></html>",
                                 content_type="text/html")
         return self.answer(form, int(behaviour))
+
+    def premium_fault(self, form) -> str | None:
+        """Why a premium request is wrong, or None (also for a plain bulk message)."""
+        premium = form.get("bulkSMSMode") == "0" or "linkId" in form or "keyword" in form
+        if not premium:
+            return None
+        if form.get("bulkSMSMode") != "0":
+            return "A premium message (keyword, linkId) needs bulkSMSMode 0"
+        if form.get("from") != self.short_code:
+            return f"Premium messages go from the short code {self.short_code}, not {form.get('from')!r}"
+        if form.get("keyword") != self.keyword:
+            return f"Unknown premium keyword {form.get('keyword')!r} for {self.short_code}"
+        if not form.get("linkId"):
+            return "An on-demand premium message needs the linkId of the message it answers"
+        return None
 
     def answer(self, form, code: int) -> web.Response:
         """The JSON answer with status `code` for every recipient; the ones accepted are recorded."""
@@ -123,7 +149,7 @@ class AfricasTalkingStandIn:
 
 def fields(form) -> dict:
     return {"to": form["to"], "message": form["message"], "from": form.get("from"),
-            "bulkSMSMode": form.get("bulkSMSMode")}
+            "bulkSMSMode": form.get("bulkSMSMode"), "keyword": form.get("keyword"), "linkId": form.get("linkId")}
 
 
 def bound_socket(port: int) -> socket.socket:

@@ -48,7 +48,7 @@ async def test_menus_data_new_category_works_by_ussd_sms_and_open311(tmp_path):
         # USSD: the new category is on the screen, before "other", and makes a submission.
         screens = await gw.dial("s", "1", "5", "Sungai Kidul", "Jembatan kayu patah", "1")
         assert "5. Jembatan rusak\n6. Lainnya" in screens[1]
-        ref = re.search(r"Nomor: (\w+)\.", screens[-1]).group(1)
+        ref = re.search(r"Kode: (\w+)\.", screens[-1]).group(1)
         by_ussd = await gw.app[store_key].call(lambda store: store.submission(ref))
         assert by_ussd["answers"]["category"] == "bridge"
 
@@ -56,7 +56,7 @@ async def test_menus_data_new_category_works_by_ussd_sms_and_open311(tmp_path):
         for n, (lang, (_, word)) in enumerate(BRIDGE.items()):
             keyword = gw.app[engine_key].catalog.text(lang, "sms.keyword.report")
             status, _, _ = await gw.post("/sms/africastalking/inbound", {
-                "from": PHONE, "to": "21525", "text": f"{keyword} {word.lower()} papan lepas", "id": f"m{n}"})
+                "from": PHONE, "to": "21525", "text": f"{keyword} {word.lower()} Sungai Kidul: papan lepas", "id": f"m{n}"})
             assert status == 200
         found = await gw.app[store_key].call(lambda store: [
             r for r in store.outbox.messages(PHONE) if r["kind"] == "confirmation"])

@@ -1,6 +1,9 @@
 """SMS through the real africastalking SDK, against a loopback stand-in of its API."""
 
+import logging
 import re
+
+import pytest
 
 from conftest import PHONE, Gateway, eventually, sms_config
 from gateway.resources import store_key
@@ -38,7 +41,7 @@ async def first_is_waiting_to_retry(gateway):
 
 async def report_by_ussd(gateway, session="s", phone=PHONE):
     end = (await gateway.dial(session, "1", "1", "Dusun Kidul", "Jalan berlubang", "1", phone=phone))[-1]
-    return re.search(r"Nomor: (\w+)\.", end).group(1)
+    return re.search(r"Kode: (\w+)\.", end).group(1)
 
 
 async def sms(gateway, text, phone=PHONE, message_id=None, **extra):
@@ -80,7 +83,7 @@ async def test_sms_ussd_submission_sends_exactly_one_confirmation(sms_gateway, s
     ref = await report_by_ussd(sms_gateway)
     await sent(sms_gateway)
     await after_everything_queued_so_far(sms_gateway, standin)
-    assert standin.bodies(PHONE) == [f"Kentongan: Laporan masalah diterima, nomor {ref}. Cek status: kirim CEK {ref}"]
+    assert standin.bodies(PHONE) == [f"Kentongan: Laporan masalah diterima, kode {ref}. Cek status: kirim CEK {ref}"]
     assert standin.accepted[0]["to"] == PHONE and standin.accepted[0]["bulkSMSMode"] == "1"
     rows = await outbox(sms_gateway, PHONE)
     assert [(r["kind"], r["state"], r["attempts"]) for r in rows] == [("confirmation", "sent", 1)]
@@ -90,9 +93,9 @@ async def test_sms_ussd_submission_sends_exactly_one_confirmation(sms_gateway, s
 async def test_sms_confirmation_in_callers_language(sms_gateway, standin):
     await sms_gateway.dial("l", "5", "3")
     end = (await sms_gateway.dial("s2", "1", "1", "Dusun Kidul", "Shimo kubwa", "1"))[-1]
-    ref = re.search(r"Namba: (\w+)\.", end).group(1)
+    ref = re.search(r"Kumbukumbu: (\w+)\.", end).group(1)
     await sent(sms_gateway)
-    assert standin.bodies() == [f"Kentongan: Ripoti ya tatizo imepokelewa, namba {ref}. Kwa hali yake tuma HALI {ref}"]
+    assert standin.bodies() == [f"Kentongan: Ripoti ya tatizo imepokelewa, kumbukumbu {ref}. Kwa hali yake tuma HALI {ref}"]
 
 
 async def test_sms_provider_failures_delay_but_never_lose_or_double(tmp_path, standin):
@@ -207,3 +210,37 @@ async def test_sms_delivery_report_for_unknown_id_is_acknowledged(sms_gateway, c
 async def test_sms_delivery_report_without_id_is_400(sms_gateway):
     status, body, _ = await delivery(sms_gateway, status="Success")
     assert status == 400 and "missing form field(s): id" in body
+
+
+# -- inbound edge cases ------------------------------------------------------------
+
+@pytest.mark.parametrize("sender", ["MPESA", "Safaricom", "21525", "INFO 24"])
+async def test_sms_from_a_sender_name_or_short_code_is_dropped_with_200(sms_gateway, standin, caplog, sender):
+    caplog.set_level(logging.INFO, logger="gateway.sms")
+    status, body, _ = await sms(sms_gateway, "Promo: pulsa murah, balas YA", phone=sender, message_id="promo-1")
+    assert status == 200 and "dropped" in body  # a 4xx would make the aggregator deliver it again
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.sms"]
+    assert len(lines) == 1 and sender in lines[0] and "promo-1" in lines[0]
+    assert await outbox(sms_gateway) == []
+    # Nothing was kept of it, not even its id: the same id from a phone is a new message.
+    status, body, _ = await sms(sms_gateway, "HELP", message_id="promo-1")
+    assert (status, body) == (200, "OK")
+
+
+async def test_sms_reply_to_a_premium_message_goes_back_through_its_link(tmp_path, standin):
+    gw = await Gateway(sms_config(tmp_path, standin, sms__africastalking__keyword=standin.keyword)).start()
+    try:
+        premium = {"to": standin.short_code}
+        status = await reply_to(gw, standin, "CEK", linkId="SampleLinkId123", **premium)
+        confirmation = await reply_to(gw, standin, "LAPOR JALAN Sukamaju: lubang besar", linkId="Link-456",
+                                      **premium)
+        plain = await reply_to(gw, standin, "HELP")
+        rows = await outbox(gw, PHONE)
+    finally:
+        await gw.stop()
+    sent_as = [(m["message"], m["bulkSMSMode"], m["from"], m["keyword"], m["linkId"]) for m in standin.accepted]
+    assert sent_as == [(status, "0", "21525", "KENTONGAN", "SampleLinkId123"),
+                       (confirmation, "0", "21525", "KENTONGAN", "Link-456"),
+                       (plain, "1", None, None, None)]
+    assert [(r["kind"], r["link_id"], r["short_code"]) for r in rows] == [
+        ("reply", "SampleLinkId123", "21525"), ("confirmation", "Link-456", "21525"), ("reply", None, None)]

@@ -72,7 +72,7 @@ class GatewayProcess:
                         "networkCode": "51010", "text": "*".join(history)}
                 async with http.post(url, data=form) as response:
                     body = await response.text()
-        return re.search(r"Nomor: (\w+)\.", body).group(1)
+        return re.search(r"Kode: (\w+)\.", body).group(1)
 
     def outbox(self):
         with sqlite3.connect(self.data_dir / DATABASE_NAME) as conn:
@@ -80,7 +80,7 @@ class GatewayProcess:
 
 
 def confirmation(ref):
-    return f"Kentongan: Laporan masalah diterima, nomor {ref}. Cek status: kirim CEK {ref}"
+    return f"Kentongan: Laporan masalah diterima, kode {ref}. Cek status: kirim CEK {ref}"
 
 
 async def after_everything_queued_so_far(gateway, standin):

@@ -7,7 +7,7 @@ import pytest
 from flows import CatalogError, Engine
 from flows.catalog import Catalog
 from flows.engine import STATUS_LABELS
-from flows.sms import COMMANDS, SUBMIT, Keywords, notice_text
+from flows.sms import COMMANDS, EXPIRED, PLACE_INVALID, PLACE_PROMPT, REFUSED, SUBMIT, Keywords, Unplaced, notice_text
 from flows.text import fit_sms, is_gsm7, sms_segments, ussd_cost
 from gateway.config import data_root
 
@@ -50,6 +50,16 @@ def test_sms_replies_fit_one_segment(engine, lang, msgid):
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("msgid", [PLACE_PROMPT, PLACE_INVALID, EXPIRED, REFUSED])
+def test_sms_report_place_and_refusal_texts_fit_one_segment(engine, lang, msgid):
+    reasons = [engine.catalog.text(lang, r, min=40, max=160) for r in
+               ("invalid.text_long", "invalid.text_short", "invalid.text_empty")]
+    text = engine.catalog.text(lang, msgid, minutes=24 * 60, reason=max(reasons, key=ussd_cost))
+    assert sms_segments(text) == ("GSM-7", 1), f"{lang}: {ussd_cost(text)} septets: {text}"
+    assert text.startswith("Kentongan: ")
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
 def test_sms_status_answer_fits_one_segment(engine, lang):
     title = max((f.name for f in engine.flows.values()), key=lambda n: len(engine.catalog.text(lang, engine.flows[n].title)))
     status = max(STATUS_LABELS, key=lambda s: len(engine.catalog.text(lang, STATUS_LABELS[s])))
@@ -87,10 +97,26 @@ def test_sms_keywords_every_language_and_category(engine):
         keyword = engine.catalog.text(lang, report.sms.keyword)
         for choice in report.saved_by(report.sms.choose).choices:
             word = engine.catalog.text(lang, choice.sms_word)
-            command = keywords.parse(f"{keyword.lower()} {word.lower()}: lubang besar")
+            command = keywords.parse(f"{keyword.lower()} {word.lower()}  Sukamaju RT 2 :lubang besar")
             assert (command.name, command.flow) == (SUBMIT, "report")
             made = keywords.submission(command, lang, dt.date(2026, 11, 29))
-            assert made["answers"] == {"category": choice.value, "description": "lubang besar"}
+            assert made["answers"] == {"category": choice.value, "location": "Sukamaju RT 2",
+                                       "description": "lubang besar"}
+
+
+@pytest.mark.parametrize("text, place, description", [
+    ("LAPOR LAMPU Sukamaju: mati sejak jam 19:00", "Sukamaju", "mati sejak jam 19:00"),
+    ("LAPOR LAMPU mati sejak jam 19:00", None, "mati sejak jam 19:00"),    # a time is no place
+    ("LAPOR: LAMPU: mati: sejak kemarin", "mati", "sejak kemarin"),
+    ("LAPOR LAMPU : mati sejak kemarin", None, "mati sejak kemarin"),      # nothing before the colon
+    ("LAPOR LAMPU Jl. Mawar 3: mati: kabel putus", "Jl. Mawar 3", "mati: kabel putus"),
+])
+def test_sms_report_place_is_what_comes_before_the_first_colon(engine, text, place, description):
+    made = Keywords(engine).submission(Keywords(engine).parse(text), "id", dt.date(2026, 11, 29))
+    if place is None:
+        assert isinstance(made, Unplaced) and made.reason is None
+        made = made.submission
+    assert made["answers"].get("location") == place and made["answers"]["description"] == description
 
 
 def test_sms_keyword_meaning_two_things_is_refused(engine):
