@@ -1,17 +1,22 @@
 """The central backend as the `kentongan` config describes it: its `CentralConfig`, and its store for CLI verbs.
 
 The central backend (sync/central/) reads no config and no menus; this is
-where the shared config file and the menus become the plain data it takes.
+where the shared config file and the menus become the plain data it takes,
+and where the catalogs render the SMS a staff member's status change sends.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 from flows import Engine
-from sync.central import CentralConfig, CentralStore
+from flows.typed import to_gsm7
+from sync.central import CentralConfig, CentralStore, Notice
 
 from .config import Config
 from .errors import ConfigError
 from .resources import load_engine
+from .turn import notice_for
 
 FORMS_LANGUAGE = "en"
 """Open311 clients and staff read the forms in English when the catalogs have it."""
@@ -20,10 +25,11 @@ FORMS_LANGUAGE = "en"
 def central_config(config: Config, engine: Engine) -> CentralConfig:
     """The central backend's settings from `config`, with the forms of `engine`'s menus.
 
-    The gateway named in `config` is registered with its `sync.secret`
-    (when set), so a demo gateway and its central backend sync out of the box.
-    Raises `ConfigError` when `central.open311_services` names a flow that
-    makes no submissions.
+    The gateway named in `config` is registered with its `sync.secret` and
+    `gateway.ref_prefix` (when the secret is set and the gateway is not
+    registered yet), so a demo gateway and its central backend sync out of
+    the box. Raises `ConfigError` when `central.open311_services` names a
+    flow that makes no submissions.
     """
     lang = FORMS_LANGUAGE if FORMS_LANGUAGE in engine.languages else engine.default_language
     forms = engine.forms(lang)
@@ -31,6 +37,7 @@ def central_config(config: Config, engine: Engine) -> CentralConfig:
         if code not in forms:
             raise ConfigError(f"central.open311_services: {code!r} is not a flow that makes submissions "
                               f"(these do: {', '.join(forms)})")
+    own = {config["gateway.id"]: config["sync.secret"]} if config["sync.secret"] else {}
     return CentralConfig(
         data_dir=config.data_dir,
         staff_token=config["central.staff_token"],
@@ -39,8 +46,26 @@ def central_config(config: Config, engine: Engine) -> CentralConfig:
         open311_api_key=config["central.open311_api_key"],
         ref_prefix=config["central.ref_prefix"],
         agency=config["central.agency"],
-        gateways={config["gateway.id"]: config["sync.secret"]} if config["sync.secret"] else {},
+        gateways=own,
+        prefixes={gateway_id: config["gateway.ref_prefix"] for gateway_id in own},
+        notice=notice_renderer(engine),
     )
+
+
+def notice_renderer(engine: Engine) -> Callable[[dict, str, str], Notice]:
+    """What the central backend calls to show staff the SMS a status change sends: see `CentralConfig.notice`.
+
+    The text is the one the gateway will queue, in the language the
+    submission was made in (the gateway uses another only when the villager
+    has since chosen one); the note is shortened when it is not in it whole.
+    """
+
+    def render(submission: dict, status: str, note: str) -> Notice:
+        lang = submission["language"] if submission["language"] in engine.languages else engine.default_language
+        text = notice_for(engine, lang, submission["ref"], submission["service"], status, note)
+        return Notice(text, shortened=bool(note.strip()) and to_gsm7(note).strip() not in text)
+
+    return render
 
 
 def open_central_store(config: Config, engine: Engine | None = None) -> CentralStore:

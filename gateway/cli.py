@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import secrets
@@ -21,7 +22,8 @@ import click
 from ulid import ULID
 
 from flows import Engine, FlowError
-from sync.central import CentralConfig, CentralStore, create_central_app, export_updates_file, import_batch_file
+from sync.central import (CentralConfig, CentralStore, GatewayExists, PrefixTaken, RegistrationError,
+                          create_central_app, export_updates_file, import_batch_file)
 from sync.errors import BatchFileError, StoreError, SyncError
 from sync.outbox import STATES as OUTBOX_STATES
 from sync.store import DATABASE_NAME, Store
@@ -82,6 +84,9 @@ def _opened(config_path: str | None, *, engine: bool = False, store: bool = Fals
     except ConfigError as error:
         stack.close()
         _fail(f"config error: {error}")
+    except PrefixTaken as error:
+        stack.close()
+        _fail(f"config error: gateway.ref_prefix: {error}")
     except FlowError as error:
         stack.close()
         _fail(f"menu or catalog error: {error}")
@@ -110,6 +115,8 @@ def _serve(apps: list[Served], config: Config) -> None:
         log.info("no config.yaml here: serving on defaults, data in %s", config.data_dir)
     try:
         run_apps(apps)
+    except PrefixTaken as error:  # the config's own gateway, registered as the central backend starts
+        _fail(f"config error: gateway.ref_prefix: {error}")
     except (OSError, StoreError) as error:
         _fail(f"cannot serve: {error}")
 
@@ -148,6 +155,8 @@ def status(config_path, as_json: bool) -> None:
     """What the local store holds: submissions by state, open USSD sessions, the SMS outbox, the sync link."""
     with _opened(config_path, store=True) as opened:
         counts = opened.store.counts()
+        counts["sync"]["central_prefix"] = opened.store.meta("sync_central_prefix")
+        prefix = opened.config["gateway.ref_prefix"]
     if as_json:
         click.echo(json.dumps(counts, indent=2, sort_keys=True))
         return
@@ -166,8 +175,22 @@ def status(config_path, as_json: bool) -> None:
                f"last success {link['last_success'] or 'never'}")
     if link["refused"]:
         click.echo(f"sync: refused: {link['refused']}")
-    elif link["last_error"]:
+    elif _newer(link["last_error_at"], link["last_success"]) and link["last_error"]:
         click.echo(f"sync: last error at {link['last_error_at']}: {link['last_error']}")
+    if link["central_prefix"] and link["central_prefix"] != prefix:
+        click.echo(_prefix_differs(link["central_prefix"], prefix))
+
+
+def _newer(when: str | None, than: str | None) -> bool:
+    """True when the time `when` is known and later than `than` (or `than` never happened)."""
+    if not when:
+        return False
+    return than is None or dt.datetime.fromisoformat(when) > dt.datetime.fromisoformat(than)
+
+
+def _prefix_differs(known: str, configured: str) -> str:
+    return (f"sync: the central backend knows this gateway by reference prefix {known}, but gateway.ref_prefix "
+            f"is {configured}: it refuses submissions whose references do not start with {known}")
 
 
 @main.command()
@@ -252,7 +275,13 @@ def sync_now(config_path) -> None:
     rate = summary.pushed / summary.seconds if summary.seconds else 0.0
     click.echo(f"pushed {summary.pushed} ({summary.accepted} new, {summary.duplicate} already there, "
                f"{summary.rejected} rejected), {summary.wire_bytes} bytes, {rate:.0f} items/s; "
-               f"pulled {summary.updates} status updates, {summary.notices} SMS notices queued")
+               f"pulled {summary.updates} status updates, {_notices(summary.notices, summary.suppressed)}")
+    if summary.prefix and summary.prefix != config["gateway.ref_prefix"]:
+        click.echo(_prefix_differs(summary.prefix, config["gateway.ref_prefix"]))
+
+
+def _notices(queued: int, suppressed: int) -> str:
+    return f"{queued} SMS notices queued, {suppressed} not sent (the number said STOP)"
 
 
 @main.command("export")
@@ -277,11 +306,12 @@ def import_batch(config_path, file: str) -> None:
     with _opened(config_path, engine=True, store=True) as opened:
         config = opened.config
         try:
-            acked, applied, notices = import_file(opened.store, opened.engine, Rules.from_config(config),
-                                                  config["gateway.id"], _secret(config), file)
+            acked, applied = import_file(opened.store, opened.engine, Rules.from_config(config),
+                                         config["gateway.id"], _secret(config), file)
         except BatchFileError as error:
             _fail(str(error))
-    click.echo(f"{acked} submissions acknowledged, {applied} status updates applied, {notices} SMS notices queued")
+    click.echo(f"{acked} submissions acknowledged, {applied.updates} status updates applied, "
+               f"{_notices(applied.queued, applied.suppressed)}")
 
 
 @central.command("import")
@@ -294,12 +324,15 @@ def central_import(config_path, file: str) -> None:
             gateway_id, results = import_batch_file(opened.central, file)
         except BatchFileError as error:
             _fail(str(error))
+        held = opened.central.held(gateway_id, [r["id"] for r in results if r["result"] == "accepted"])
     count = {kind: sum(r["result"] == kind for r in results) for kind in ("accepted", "duplicate", "rejected")}
     click.echo(f"{len(results)} submissions from {gateway_id}: {count['accepted']} new, "
                f"{count['duplicate']} already there, {count['rejected']} rejected")
     for result in results:
         if result["result"] == "rejected":
             click.echo(f"  rejected {result['id']}: {result['reason']}")
+    for row in held:
+        click.echo(f"  held for review {row['ref']}: {row['review_reason']}")
 
 
 @central.command("export-updates")
@@ -325,21 +358,47 @@ def central_gateway() -> None:
 @config_option
 @click.argument("gateway_id")
 @click.option("--secret", default=None, help="The gateway's sync secret; a new random one when left out.")
-def central_gateway_add(config_path, gateway_id: str, secret: str | None) -> None:
-    """Register GATEWAY_ID (or give it a new secret); prints the secret to put in that gateway's sync.secret."""
+@click.option("--prefix", default=None,
+              help="Its reference prefix (1-3 of 23456789ABCDEFGHJKMNPQRSTUVWXYZ); the first free one when left out.")
+@click.option("--rotate", is_flag=True, help="Give a registered gateway a new secret; the old one keeps working "
+                                             "for --grace-hours.")
+@click.option("--grace-hours", type=click.IntRange(0, 24 * 365), default=72, show_default=True,
+              help="With --rotate: how long the old secret keeps working.")
+def central_gateway_add(config_path, gateway_id: str, secret: str | None, prefix: str | None, rotate: bool,
+                        grace_hours: int) -> None:
+    """Register GATEWAY_ID, or with --rotate give it a new secret; prints what goes in that gateway's config.
+
+    A registered gateway is refused without --rotate: its secret is never overwritten.
+    """
     if not gateway_id.strip() or len(gateway_id) > 64 or not gateway_id.isprintable():
         _fail("a gateway id is 1-64 printable characters")
     secret = secret or secrets.token_urlsafe(32)
     with _opened(config_path, central=True) as opened:
-        opened.central.register_gateway(gateway_id, secret)
-    click.echo(f"gateway {gateway_id} registered; its sync.secret is:\n{secret}")
+        try:
+            if rotate:
+                gateway = opened.central.rotate_secret(gateway_id, secret, dt.timedelta(hours=grace_hours), prefix)
+                prefix = gateway["prefix"]
+            else:
+                prefix = opened.central.add_gateway(gateway_id, secret, prefix)
+        except GatewayExists as error:
+            _fail(f"{error}; --rotate gives it a new secret (the old one keeps working for --grace-hours)")
+        except RegistrationError as error:
+            _fail(f"cannot {'rotate the secret of' if rotate else 'register'} gateway {gateway_id}: {error}")
+    if rotate:
+        until = "stopped working" if not grace_hours else f"keeps working until {gateway['previous_until'][:16]} UTC"
+        click.echo(f"gateway {gateway_id} has a new secret; the old one {until}.")
+    else:
+        click.echo(f"gateway {gateway_id} registered.")
+    click.echo(f"Put these in that gateway's config:\n  gateway.ref_prefix: {prefix}\n  sync.secret: {secret}")
 
 
 @central_gateway.command("list")
 @config_option
 def central_gateway_list(config_path) -> None:
-    """The registered gateways and how many submissions each delivered."""
+    """The registered gateways: reference prefix, since when, how many submissions each delivered."""
     with _opened(config_path, central=True) as opened:
         gateways = opened.central.gateways()
     for gateway in gateways:
-        click.echo(f"{gateway['id']}\tsince {gateway['created_at'][:10]}\t{gateway['submissions']} submissions")
+        rotating = f"\told secret until {gateway['previous_until'][:16]}" if gateway["previous_until"] else ""
+        click.echo(f"{gateway['id']}\tprefix {gateway['prefix'] or '(none)'}\tsince {gateway['created_at'][:10]}"
+                   f"\t{gateway['submissions']} submissions{rotating}")

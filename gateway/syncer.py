@@ -9,9 +9,11 @@ notice is queued exactly once however often a round is cut short.
 In `kentongan serve` a round runs every `sync.interval_seconds` while the
 link is up and backs off exponentially (with jitter) while it is down
 (`LinkError`, which heals by itself). When the central backend refuses this
-gateway (`Refused`: wrong secret, unknown gateway id, clock far off) no fast
-retry can help: the worker logs it once, keeps the words for `kentongan
-status`, and tries again only hourly until a person fixes it.
+gateway (`Refused`: wrong secret, unknown gateway id, clock far off, no
+reference prefix registered) no fast retry can help: the worker logs it
+once, keeps the words for `kentongan status`, and tries again only hourly
+until a person fixes it. Every answer names the reference prefix the central
+backend knows this gateway by; a round keeps it for `kentongan status`.
 `kentongan sync` runs one round now.
 """
 
@@ -49,7 +51,7 @@ REFUSED_RETRY_SECONDS = 3600.0
 
 @dataclass
 class Summary:
-    """What one round did."""
+    """What one round did; `prefix` is the reference prefix the central backend knows this gateway by."""
 
     pushed: int = 0
     accepted: int = 0
@@ -58,17 +60,28 @@ class Summary:
     wire_bytes: int = 0
     updates: int = 0
     notices: int = 0
+    suppressed: int = 0
     seconds: float = 0.0
+    prefix: str | None = None
 
 
-def apply_updates(store: Store, engine: Engine, rules: Rules, updates: list[dict]) -> tuple[int, int]:
+@dataclass(frozen=True)
+class Applied:
+    """What applying a page of updates did: updates applied, notices queued, notices kept back by STOP."""
+
+    updates: int = 0
+    queued: int = 0
+    suppressed: int = 0
+
+
+def apply_updates(store: Store, engine: Engine, rules: Rules, updates: list[dict]) -> Applied:
     """Apply status changes past the stored cursor and move it, in one transaction.
 
     Updates at or before the cursor were applied already (a page pulled
     twice, an answer file imported twice) and are skipped, so each notice is
-    queued once. Returns (updates applied, notices queued).
+    queued once.
     """
-    applied = notices = 0
+    applied, states = 0, []
     with store.transaction():
         cursor = int(store.meta("sync_cursor", "0"))
         for update in sorted((u for u in updates if isinstance(u, dict) and isinstance(u.get("seq"), int)),
@@ -76,16 +89,14 @@ def apply_updates(store: Store, engine: Engine, rules: Rules, updates: list[dict
             if update["seq"] <= cursor:
                 continue
             try:
-                queued = change_status(store, engine, rules, str(update["ref"]), str(update["status"]),
-                                       str(update.get("note") or ""))
+                states.append(change_status(store, engine, rules, str(update["ref"]), str(update["status"]),
+                                            str(update.get("note") or ""), update.get("notice")))
             except (KeyError, ValueError) as error:
                 log.warning("update %s skipped: %s", update["seq"], error)
-            else:
-                notices += queued is not None
             cursor = update["seq"]
             applied += 1
         store.set_meta(sync_cursor=cursor)
-    return applied, notices
+    return Applied(applied, states.count("queued"), states.count("suppressed"))
 
 
 def export_file(store: Store, gateway_id: str, secret: str, path: str | Path) -> tuple[int, int]:
@@ -105,8 +116,8 @@ def export_file(store: Store, gateway_id: str, secret: str, path: str | Path) ->
 
 
 def import_file(store: Store, engine: Engine, rules: Rules, gateway_id: str, secret: str,
-                path: str | Path) -> tuple[int, int, int]:
-    """Apply the central backend's answer file in one transaction; return (acknowledged, updates, notices).
+                path: str | Path) -> tuple[int, Applied]:
+    """Apply the central backend's answer file in one transaction; return (acknowledged, what was applied).
 
     Raises `BatchFileError` (nothing changed) for a file that must not be used.
     """
@@ -116,8 +127,8 @@ def import_file(store: Store, engine: Engine, rules: Rules, gateway_id: str, sec
         raise BatchFileError(f"{path} has a malformed payload")
     with store.transaction():
         tally = store.mark_synced([{"id": i, "result": "accepted"} for i in acks if isinstance(i, str)])
-        applied, notices = apply_updates(store, engine, rules, updates)
-    return tally["accepted"], applied, notices
+        applied = apply_updates(store, engine, rules, updates)
+    return tally["accepted"], applied
 
 
 class Syncer:
@@ -151,6 +162,7 @@ class Syncer:
                     if not items:
                         break
                     pushed = await client.push(items)
+                    summary.prefix = pushed.prefix
                     tally = await self.store.call(lambda s: s.mark_synced(pushed.results))
                     summary.pushed += len(items)
                     summary.wire_bytes += pushed.wire_bytes
@@ -161,15 +173,17 @@ class Syncer:
                     progress(len(items), pushed.wire_bytes)
                 since = int(await self.store.call(lambda s: s.meta("sync_cursor", "0")))
                 while True:
-                    updates, cursor = await client.pull(since)
-                    if not updates:
+                    pulled = await client.pull(since)
+                    summary.prefix = pulled.prefix
+                    if not pulled.updates:
                         break
-                    applied, notices = await self.store.call(apply_updates, self.engine, self.rules, updates)
-                    summary.updates += applied
-                    summary.notices += notices
-                    if cursor <= since:
-                        raise LinkError(f"the central backend's cursor went backwards ({since} -> {cursor})")
-                    since = cursor
+                    applied = await self.store.call(apply_updates, self.engine, self.rules, pulled.updates)
+                    summary.updates += applied.updates
+                    summary.notices += applied.queued
+                    summary.suppressed += applied.suppressed
+                    if pulled.cursor <= since:
+                        raise LinkError(f"the central backend's cursor went backwards ({since} -> {pulled.cursor})")
+                    since = pulled.cursor
             except SyncError as error:
                 await self.store.call(_record_failure, error)
                 raise
@@ -177,7 +191,7 @@ class Syncer:
                 summary.seconds = time.monotonic() - began
                 if summary.notices:
                     self.on_notices()
-        await self.store.call(_record_success)
+        await self.store.call(_record_success, summary.prefix)
         if summary.pushed or summary.updates:
             log.info("sync: %d pushed (%d new, %d duplicate, %d rejected, %d bytes), %d updates",
                      summary.pushed, summary.accepted, summary.duplicate, summary.rejected,
@@ -229,8 +243,11 @@ def _record_failure(store: Store, error: SyncError) -> None:
                    sync_refused=str(error) if isinstance(error, Refused) else None)
 
 
-def _record_success(store: Store) -> None:
-    store.set_meta(sync_last_success=store.clock().isoformat(timespec="seconds"), sync_refused=None)
+def _record_success(store: Store, prefix: str | None) -> None:
+    """A round worked: when, and the reference prefix the central backend knows this gateway by
+    (`kentongan status` compares it with `gateway.ref_prefix`)."""
+    store.set_meta(sync_last_success=store.clock().isoformat(timespec="seconds"), sync_refused=None,
+                   sync_central_prefix=prefix)
 
 
 def syncer_for(config: Config, store: StoreThread, engine: Engine, **extra) -> Syncer:

@@ -14,8 +14,11 @@ import datetime as dt
 import logging
 
 from flows import Context, Engine
+from flows.catalog import N_
 from flows.engine import STATUS_LABELS
-from flows.sms import notice_text
+from flows.sms import notice_text, signature_cost, signed
+from flows.text import SMS_SEGMENT_GSM7, fit_sms
+from sync.protocol import SAME_ANSWER, SILENT_STATUSES
 from sync.reference import normalize_reference
 from sync.store import Store
 
@@ -23,6 +26,9 @@ from .log import mask_phone
 from .resources import Rules
 
 log = logging.getLogger(__name__)
+
+SAME_ANSWER_TEXT = N_("sms.same_answer")
+"""Tells a phone that staff decided on another registration holding its unique answer (a NIK)."""
 
 
 class Lookup:
@@ -90,13 +96,15 @@ def confirmation_text(engine: Engine, submission: dict) -> str:
 
 
 def status_text(store: Store, engine: Engine, phone: str, ref: str, lang: str) -> str:
-    """One line on the submission `ref` made by `phone` (its latest when `ref` is empty), in `lang`."""
+    """The SMS on the submission `ref` made by `phone` (its latest when `ref` is empty), in `lang`."""
     lookup = Lookup(store, phone)
-    if ref:
-        found = lookup.find(ref)
-        return engine.status_line(found, lang) if found else engine.catalog.text(lang, "status.not_found")
-    latest = lookup.recent(1)
-    return engine.status_line(latest[0], lang) if latest else engine.catalog.text(lang, "status.none")
+    room = SMS_SEGMENT_GSM7 - signature_cost(engine.catalog, lang)
+    found = lookup.find(ref) if ref else next(iter(lookup.recent(1)), None)
+    if found is not None:
+        line = engine.status_line(found, lang, room=room)
+    else:
+        line = engine.catalog.text(lang, "status.not_found" if ref else "status.none")
+    return signed(engine.catalog, lang, line)
 
 
 def set_language(store: Store, phone: str, lang: str) -> None:
@@ -104,23 +112,52 @@ def set_language(store: Store, phone: str, lang: str) -> None:
     store.set_language(phone, lang)
 
 
-def change_status(store: Store, engine: Engine, rules: Rules, ref: str, status: str, note: str = "") -> str | None:
+def change_status(store: Store, engine: Engine, rules: Rules, ref: str, status: str, note: str = "",
+                  notice: str | None = None) -> str | None:
     """Set a submission's status and queue the notice to its phone, in one transaction.
 
     A new note with the same status is a change too (staff added a word).
+    A change to a silent status (`review`) sends nothing: the villager was
+    told at submission that the outcome comes by SMS. An update whose
+    `notice` is `SAME_ANSWER` carries the submission's own status and note;
+    it tells the phone, in its language and in words from the catalogs (not
+    the staff's note, which was written to the other villager), that staff
+    decided on another registration with its NIK.
     Returns the notice's outbox state (`queued`, or `suppressed` after STOP),
-    or None when nothing changed.
+    or None when nothing is sent.
     """
     with store.transaction():
         changed = store.set_status(ref, status, note)
-        if changed is None:
+        if notice == SAME_ANSWER:
+            return _tell_same_answer(store, engine, rules, ref)
+        if changed is None or status in SILENT_STATUSES:
             return None
         phone = changed["phone"]
         lang = language_of(store, engine, rules, phone, changed["language"])
-        flow = engine.flows.get(changed["service"])
-        text = notice_text(engine.catalog, lang, ref=ref,
-                           service=engine.catalog.text(lang, flow.title) if flow else changed["service"],
-                           status=engine.catalog.text(lang, STATUS_LABELS[status]), note=note)
+        text = notice_for(engine, lang, ref, changed["service"], status, note)
         queued = store.outbox.add(phone, text, "notice", ttl=rules.sms_ttl, cause=f"{ref}:{status}",
                                   opted_out=not store.wants_notices(phone))
+    return queued["state"]
+
+
+def notice_for(engine: Engine, lang: str, ref: str, service: str, status: str, note: str) -> str:
+    """The SMS that tells a submission's phone its new status and the staff's note (shortened to fit), in `lang`."""
+    flow = engine.flows.get(service)
+    return notice_text(engine.catalog, lang, ref=ref,
+                       service=engine.catalog.text(lang, flow.title) if flow else service,
+                       status=engine.catalog.text(lang, STATUS_LABELS[status]), note=note)
+
+
+def _tell_same_answer(store: Store, engine: Engine, rules: Rules, ref: str) -> str | None:
+    """Queue the SMS that tells `ref`'s phone another registration with its unique answer was decided."""
+    row = store.submission(ref)
+    if row is None:
+        return None
+    phone = row["phone"]
+    lang = language_of(store, engine, rules, phone, row["language"])
+    flow = engine.flows.get(row["service"])
+    text = engine.catalog.text(lang, SAME_ANSWER_TEXT, ref=ref,
+                               service=engine.catalog.text(lang, flow.title) if flow else row["service"])
+    queued = store.outbox.add(phone, fit_sms(text), "notice", ttl=rules.sms_ttl, cause=f"{ref}:{SAME_ANSWER}",
+                              opted_out=not store.wants_notices(phone))
     return queued["state"]

@@ -25,8 +25,25 @@ from .protocol import (BATCH_PATH, BATCH_TYPE, NONCE, REFUSAL, REFUSALS, RETRYAB
 
 @dataclass(frozen=True)
 class Pushed:
+    """The central backend's answer per item, the bytes sent, and the reference prefix it knows this gateway by."""
+
     results: list[dict]
     wire_bytes: int
+    prefix: str | None
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """Status updates after the cursor asked for, the new cursor, and the prefix the central backend knows."""
+
+    updates: list[dict]
+    cursor: int
+    prefix: str | None
+
+
+def _prefix(answer: dict) -> str | None:
+    prefix = answer.get("prefix")
+    return prefix if isinstance(prefix, str) else None
 
 
 def _refusal(status: int, code: str | None, detail: str) -> SyncError | None:
@@ -88,12 +105,12 @@ class SyncClient:
         results = answer.get("results")
         if not isinstance(results, list):
             raise LinkError("answer has no results")
-        return Pushed(results, len(body))
+        return Pushed(results, len(body), _prefix(answer))
 
-    async def pull(self, since: int) -> tuple[list[dict], int]:
+    async def pull(self, since: int) -> Pulled:
         """Status updates after cursor `since`, and the new cursor."""
         answer = await self._call("GET", f"{UPDATES_PATH}?since={since}")
         updates, cursor = answer.get("updates"), answer.get("cursor")
         if not isinstance(updates, list) or not isinstance(cursor, int):
             raise LinkError("answer has no updates or cursor")
-        return updates, cursor
+        return Pulled(updates, cursor, _prefix(answer))

@@ -11,8 +11,16 @@ nonce and its body, so a gateway only believes an answer made by the central
 backend for this very request: a captive portal's `200` page, or an old
 answer replayed, never marks anything synced.
 
-Refusals. When the central backend refuses a gateway it answers 401 (or 400
-for a batch it cannot read) with a short text body and the header
+Updates. `GET /sync/v1/updates?since=<cursor>` answers `{"updates": [{"seq",
+"id", "ref", "status", "note", "at", "notice"}], "cursor", "prefix"}`;
+`notice` is None or `SAME_ANSWER`. Both answers (updates and a batch's
+`{"results", "prefix"}`) name the reference prefix the central backend
+knows this gateway by, so a gateway can tell its operator when its own
+setting differs.
+
+Refusals. When the central backend refuses a gateway it answers 401 (400
+for a batch it cannot read, 403 for a batch from a gateway that has no
+reference prefix registered) with a short text body and the header
 `X-Kentongan-Refusal: <code>`, one of `REFUSALS`. Every code but `replayed`
 is permanent: a person must fix the secret, the registration, the clock or
 the software. A 4xx without that header comes from something else on the
@@ -36,8 +44,24 @@ BATCH_PATH = "/sync/v1/batches"
 UPDATES_PATH = "/sync/v1/updates"
 BATCH_TYPE = "application/vnd.kentongan.batch+json+gzip"
 
-STATUSES = ("received", "in_progress", "resolved", "rejected")
-"""A submission's status, in the order it usually moves; the central backend's staff set it."""
+STATUSES = ("received", "review", "in_progress", "resolved", "rejected")
+"""A submission's status, in the order it usually moves; the central backend's staff set it.
+
+`review` is set by the central backend itself: a submission holding a unique
+answer (a voter's NIK) that another submission already holds waits there
+until staff decide.
+"""
+
+SILENT_STATUSES = frozenset({"review"})
+"""Statuses whose change sends no SMS: the villager was told at submission that the outcome comes by SMS."""
+
+SAME_ANSWER = "same-answer"
+"""An update's `notice` when staff decided on another submission holding this one's unique answer.
+
+The update carries the submission's own status and note, unchanged; the
+gateway tells its phone, in words from its own catalogs, that another
+registration used the same answer and was decided.
+"""
 
 HEADER = "X-Kentongan-"
 GATEWAY = HEADER + "Gateway"
@@ -53,6 +77,7 @@ REFUSALS: Mapping[str, str] = MappingProxyType({
     "clock-skew": "this gateway's clock is more than 5 minutes off the central backend's",
     "replayed": "central saw this request before",
     "bad-batch": "central cannot read this gateway's batches",
+    "no-prefix": "central has no reference prefix for this gateway",
 })
 """Refusal codes and the words an operator reads for each."""
 

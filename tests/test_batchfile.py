@@ -33,11 +33,11 @@ def kentongan(home, *args, gateway_id="desa-1", secret=SECRET):
                           capture_output=True, text=True, timeout=60)
 
 
-def submit(home, count, start=0):
+def submit(home, count, start=0, prefix="K"):
     store = Store.open(home)
     refs = []
     for n in range(start, start + count):
-        ref = "KB" + "".join("23456789ABCDEFGH"[int(d)] for d in f"{n:05d}")[:5]
+        ref = prefix + "".join("23456789ABCDEFGH"[int(d)] for d in f"{n:05d}")
         store.add_submission({"service": "report", "ref": ref, "language": "id", "unique": {},
                               "answers": {"category": "road", "location": "Sukamaju", "description": "Rusak"}},
                              phone=f"+62812345{n:05d}", channel="ussd")
@@ -85,10 +85,12 @@ def test_batchfile_round_trip_and_double_import(homes, tmp_path):
     back = kentongan(central, "central", "export-updates", "--gateway", "desa-1", str(tmp_path / "back.kbf"))
     assert back.returncode == 0 and "3 acknowledgements and 1 status updates" in back.stdout
     applied = kentongan(gateway, "import", str(tmp_path / "back.kbf"))
-    assert applied.stdout.strip() == "3 submissions acknowledged, 1 status updates applied, 1 SMS notices queued"
+    assert applied.stdout.strip() == ("3 submissions acknowledged, 1 status updates applied, 1 SMS notices queued, "
+                                      "0 not sent (the number said STOP)")
     assert pending(gateway) == 0
     twice = kentongan(gateway, "import", str(tmp_path / "back.kbf"))
-    assert twice.stdout.strip() == "0 submissions acknowledged, 0 status updates applied, 0 SMS notices queued"
+    assert twice.stdout.strip() == ("0 submissions acknowledged, 0 status updates applied, 0 SMS notices queued, "
+                                    "0 not sent (the number said STOP)")
     store = Store.open(gateway)
     assert store.submission(refs[0])["status"] == "resolved"
     notices = [m for m in store.outbox.messages() if m["kind"] == "notice"]
@@ -199,14 +201,16 @@ def test_batchfile_shows_no_personal_data(homes, tmp_path):
 def test_batchfile_central_knows_gateways_added_by_the_operator(homes, tmp_path):
     gateway, central = homes
     added = kentongan(central, "central", "gateway", "add", "desa-7")
-    secret = added.stdout.strip().splitlines()[-1]
-    assert added.returncode == 0 and len(secret) >= 40
-    submit(gateway, 2)
+    assert added.returncode == 0, added.stderr
+    told = dict(line.strip().split(": ", 1) for line in added.stdout.splitlines()[-2:])
+    secret, prefix = told["sync.secret"], told["gateway.ref_prefix"]
+    assert len(secret) >= 40 and prefix not in ("K", "Z")  # desa-1's (the config's own), the centre's
+    submit(gateway, 2, prefix=prefix)
     kentongan(gateway, "export", str(tmp_path / "out.kbf"), gateway_id="desa-7", secret=secret)
     result = kentongan(central, "central", "import", str(tmp_path / "out.kbf"))
     assert result.stdout.strip() == "2 submissions from desa-7: 2 new, 0 already there, 0 rejected"
     listed = kentongan(central, "central", "gateway", "list").stdout
-    assert "desa-7\tsince" in listed and "2 submissions" in listed
+    assert f"desa-7\tprefix {prefix}\tsince" in listed and "2 submissions" in listed
 
 
 async def test_batchfile_items_arriving_online_after_the_file_are_duplicates(homes, tmp_path):
@@ -217,7 +221,7 @@ async def test_batchfile_items_arriving_online_after_the_file_are_duplicates(hom
     port = free_port()
     engine = Engine.load(data_root() / "menus", data_root() / "locale", ["id", "en", "sw"], "id")
     runner = web.AppRunner(create_central_app(CentralConfig(central_home, "staff", engine.forms("en"),
-                                                            gateways={"desa-1": SECRET})))
+                                                            gateways={"desa-1": SECRET}, prefixes={"desa-1": "K"})))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     store = await StoreThread.open(Store.open, gateway)
@@ -243,7 +247,7 @@ def test_batchfile_import_and_export_at_the_centre_as_library_calls(homes, tmp_p
             import_batch_file(store, tmp_path / "out.kbf")
         with pytest.raises(BatchFileError, match="unknown gateway 'desa-1'"):
             export_updates_file(store, "desa-1", tmp_path / "back.kbf")
-        store.register_gateway("desa-1", SECRET)
+        store.add_gateway("desa-1", SECRET, "K")
         gateway_id, results = import_batch_file(store, tmp_path / "out.kbf")
         assert (gateway_id, [r["result"] for r in results]) == ("desa-1", ["accepted", "accepted"])
         assert [r["result"] for r in import_batch_file(store, tmp_path / "out.kbf")[1]] == ["duplicate"] * 2
@@ -257,3 +261,28 @@ def test_batchfile_import_and_export_at_the_centre_as_library_calls(homes, tmp_p
         assert [g["id"] for g in store.gateways()] == ["desa-1"] and store.gateways()[0]["submissions"] == 2
     finally:
         store.close()
+
+
+def test_batchfile_a_nik_registered_at_two_gateways_is_held_for_review_and_the_import_says_so(homes, tmp_path):
+    gateway, central = homes
+    other = tmp_path / "gateway-2"
+    other.mkdir()
+    added = kentongan(central, "central", "gateway", "add", "desa-2")
+    told = dict(line.strip().split(": ", 1) for line in added.stdout.splitlines() if line.startswith("  "))
+    refs = []
+    for home, prefix in ((gateway, "K"), (other, told["gateway.ref_prefix"])):
+        store = Store.open(home)
+        ref = prefix + "VOTE2"
+        store.add_submission({"service": "voter", "ref": ref, "language": "id", "unique": {"nik": "3201231708900001"},
+                              "answers": {"nik": "3201231708900001", "name": "Siti Aminah"}},
+                             phone=f"+6281234567{len(refs)}", channel="ussd")
+        store.close()
+        refs.append(ref)
+    kentongan(gateway, "export", str(tmp_path / "one.kbf"))
+    kentongan(other, "export", str(tmp_path / "two.kbf"), gateway_id="desa-2", secret=told["sync.secret"])
+    first = kentongan(central, "central", "import", str(tmp_path / "one.kbf"))
+    assert first.stdout.strip() == "1 submissions from desa-1: 1 new, 0 already there, 0 rejected"
+    second = kentongan(central, "central", "import", str(tmp_path / "two.kbf"))
+    assert second.stdout.strip().splitlines() == [
+        "1 submissions from desa-2: 1 new, 0 already there, 0 rejected",
+        f"  held for review {refs[1]}: nik already registered in {refs[0]}"]

@@ -255,3 +255,14 @@ def test_open311_services_are_made_from_forms_roles():
     assert service["fields"] == {"address": "where", "description": "what"}
     assert [(a["code"], a["datatype"], a["order"]) for a in service["attributes"]] == [
         ("size", "singlevaluelist", 1), ("pipe", "string", 2)]
+
+
+async def test_open311_a_request_in_review_is_open_and_its_reason_is_not_shown(central):
+    ref = created((await post(central))[2])
+    await staff_patch(central, ref, "review")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{central}/open311/v2/requests/{ref}.json") as response:
+            shown = (await response.json())[0]
+        async with http.get(f"{central}/open311/v2/requests.json?status=open") as response:
+            listed = [r["service_request_id"] for r in await response.json()]
+    assert shown["status"] == "open" and "review_reason" not in shown and listed == [ref]

@@ -49,7 +49,7 @@ class Central:
 
     async def start(self):
         app = create_central_app(CentralConfig(self.data_dir, STAFF, forms(), gateways={"desa-1": SECRET},
-                                               clock=self.clock))
+                                               prefixes={"desa-1": "K"}, clock=self.clock))
         if self.fault:
             app.middlewares.append(self.fault)
         # A handler whose client went away is cancelled: a fault can wait for that instead of sleeping.
@@ -80,7 +80,7 @@ def make_sync_config(data_dir, central_url, **extra):
 
 async def report(gateway, session, phone=PHONE):
     end = (await gateway.dial(session, "1", "1", "Dusun Kidul", "Jalan berlubang", "1", phone=phone))[-1]
-    return re.search(r"Nomor: (\w+)\.", end).group(1)
+    return re.search(r"Kode: (\w+)\.", end).group(1)
 
 
 async def sync_state(gateway):
@@ -94,7 +94,7 @@ async def central_count(central):
 
 def item(n, **fields):
     """A submission as a gateway sends it, number `n`."""
-    return {"id": f"01KB{n:022d}", "ref": "K7" + "".join("23456789ABCDEFGH"[int(d)] for d in f"{n:05d}"),
+    return {"id": f"01KB{n:022d}", "ref": "K" + "".join("23456789ABCDEFGH"[int(d)] for d in f"{n:05d}"),
             "service": "report", "channel": "ussd", "answers": {"category": "road", "location": f"Dusun {n}",
                                                                  "description": "Rusak"},
             "phone": PHONE, "language": "id", "created_at": "2026-11-28T10:00:00+00:00", **fields}
@@ -137,8 +137,9 @@ async def test_sync_end_to_end_offline_then_resolved(tmp_path, standin):
         await eventually(lambda: any("Resolved" in b for b in standin.bodies(PHONE)))
         notices = [b for b in standin.bodies(PHONE) if "kini Selesai" in b]
         assert notices == [f"Kentongan: {ref} Laporan masalah kini Selesai. Sudah ditambal."]
-        answers = [b for b in standin.bodies(PHONE) if b.startswith(f"{ref} ")]
-        assert len(answers) == 1 and answers[0].startswith(f"{ref} Problem report: Resolved (")
+        answers = [b for b in standin.bodies(PHONE) if b.startswith(f"Kentongan: {ref} Problem report")]
+        assert len(answers) == 1 and answers[0].startswith(f"Kentongan: {ref} Problem report: Resolved (")
+        assert answers[0].endswith("\nNote: Sudah ditambal.")  # the staff's note, in the answer to STATUS
     finally:
         await gw.stop()
         await central.stop()
@@ -272,20 +273,24 @@ async def test_sync_client_tells_refusals_from_link_trouble(status, headers, tex
 
 async def test_sync_central_rejects_bad_items_with_reasons(tmp_path):
     central = await Central(tmp_path / "central").start()
-    good = {"id": "01KB0000000000000000000000", "ref": "K7ABCDE", "service": "report", "channel": "ussd",
+    good = {"id": "01KB0000000000000000000000", "ref": "KABCDE", "service": "report", "channel": "ussd",
             "answers": {"location": "Sukamaju"}, "phone": PHONE, "language": "id",
             "created_at": "2026-11-28T10:00:00+00:00"}
     items = [good, good, {**good, "id": "nope"}, {**good, "id": "01KB0000000000000000000001"},
              {k: v for k, v in good.items() if k != "phone"} | {"id": "01KB0000000000000000000002"},
-             {**good, "id": "01KB0000000000000000000003", "ref": "K7ABCDF", "created_at": "last tuesday"},
-             {**good, "id": "01KB0000000000000000000004", "ref": "K7ABCDG", "created_at": "0001-01-01T00:00:00+01:00"}]
+             {**good, "id": "01KB0000000000000000000003", "ref": "KABCDF", "created_at": "last tuesday"},
+             {**good, "id": "01KB0000000000000000000004", "ref": "KABCDG", "created_at": "0001-01-01T00:00:00+01:00"},
+             {**good, "id": "01KB0000000000000000000005", "ref": "ZABCDE"},  # the centre's prefix
+             {**good, "id": "01KB0000000000000000000006", "ref": "K2ABCDE"}]  # another gateway's
     try:
         status, text, _ = await signed_post(central, batch(items))
         assert status == 200
         assert [(r["result"], r.get("reason")) for r in json.loads(text)["results"]] == [
             ("accepted", None), ("duplicate", None), ("rejected", "id must be a ULID"),
             ("rejected", "reference already in use"), ("rejected", "missing phone"),
-            ("rejected", "created_at must be an ISO 8601 time"), ("rejected", "created_at must be an ISO 8601 time")]
+            ("rejected", "created_at must be an ISO 8601 time"), ("rejected", "created_at must be an ISO 8601 time"),
+            ("rejected", "reference ZABCDE does not carry this gateway's prefix K"),
+            ("rejected", "reference K2ABCDE does not carry this gateway's prefix K")]
     finally:
         await central.stop()
 
@@ -311,7 +316,7 @@ async def test_sync_staff_api_filters_and_refuses(tmp_path):
     gw = await Gateway(make_sync_config(tmp_path / "gw", central.url)).start()
     try:
         ref = await report(gw, "s1")
-        await gw.dial("v", "2", "3201234567890123", "Siti Aminah", "17081990", "Sukamaju", "1")
+        await gw.dial("v", "2", "3201231708900001", "Siti Aminah", "17081990", "Sukamaju", "1")
         await gw.app[syncer_key].round()
         reports = (await central.staff("GET", "/api/v1/submissions?service=report"))[1]["submissions"]
         assert [r["village"] for r in reports] == ["Dusun Kidul"]  # the answer with the address role

@@ -47,7 +47,7 @@ class Pacer:
 def central(data_dir, engine, port):
     """The central backend on `port` for the block; it knows gateway desa-1 by SECRET."""
     config = CentralConfig(data_dir=data_dir, staff_token="staff", forms=engine.forms("en"),
-                           gateways={"desa-1": SECRET})
+                           gateways={"desa-1": SECRET}, prefixes={"desa-1": "K"})
     return served(create_central_app(config), port)
 
 

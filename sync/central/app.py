@@ -4,11 +4,22 @@
     /sync/v1/updates   GET   status changes of that gateway's submissions after ?since=
     /api/v1/submissions           GET    staff: one page, newest first (status, service, village,
                                          since, limit, cursor)
-    /api/v1/submissions/{ref}     PATCH  staff: set status (received, in_progress, resolved, rejected) and note
+    /api/v1/submissions/{ref}     PATCH  staff: set status (one of `protocol.STATUSES`) and note
 
 Staff calls carry `Authorization: Bearer <central.staff_token>`. Open311
 GeoReport v2 lives under `/open311/v2/` (see `open311.py`). A refused sync
 request carries `X-Kentongan-Refusal` (see `sync.protocol`).
+
+A gateway signs with its secret, or during a rotation's grace period with
+its previous one; the answer is signed with the secret the request was. Both
+sync answers name the reference prefix the centre knows the gateway by.
+
+Staff see why a submission waits in `review` (`review_of`, `review_reason`);
+that never goes to a gateway. A PATCH answers with the submission and, when
+the config hands in a notice renderer, `sms`: the text its phone will get
+and whether the note in it is shortened (the note itself is stored whole,
+up to `MAX_NOTE` characters); when it decides a submission held for review,
+`also_notified` names the submission whose phone is told too.
 """
 
 from __future__ import annotations
@@ -23,12 +34,12 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from ..errors import ClockSkew, SignatureError
-from ..protocol import (BATCH_PATH, GATEWAY, REFUSAL, STATUSES, UPDATES_PATH, check_request, decode_batch,
-                        sign_answer)
+from ..protocol import (BATCH_PATH, GATEWAY, REFUSAL, SILENT_STATUSES, STATUSES, UPDATES_PATH, check_request,
+                        decode_batch, sign_answer)
 from ..thread import StoreThread
 from .config import CentralConfig
 from .open311 import setup_open311
-from .store import Key, utc_stamp
+from .store import Key, NoPrefix, utc_stamp
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +49,8 @@ MAX_BATCH_BYTES = 16 * 1024 * 1024
 UPDATES_LIMIT = 500
 PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 1000
+MAX_NOTE = 500
+"""The longest staff note kept; an SMS carries as much of it as fits one message."""
 
 
 def create_central_app(config: CentralConfig) -> web.Application:
@@ -75,22 +88,35 @@ def _refuse(code: str, text: str, status: type[web.HTTPClientError] = web.HTTPUn
     return status(text=text, headers={REFUSAL: code})
 
 
-async def _verified(request: web.Request, body: bytes) -> tuple[str, str, str]:
-    """(gateway id, secret, nonce) of a correctly signed, fresh, first-seen request; else 401."""
+async def _verified(request: web.Request, body: bytes) -> tuple[dict, str, str]:
+    """(gateway, secret, nonce) of a correctly signed, fresh, first-seen request; else 401.
+
+    The gateway is `CentralStore.gateway`'s; the secret is the one that signed (the
+    current one, or the previous one in its grace period).
+    """
     store = request.app[central_store_key]
     gateway_id = request.headers.get(GATEWAY, "")
-    secret = await store.call(lambda s: s.secret(gateway_id)) if gateway_id else None
-    if secret is None:
+    known = await store.call(lambda s: (s.gateway(gateway_id), s.secrets(gateway_id))) if gateway_id else (None, [])
+    gateway, secrets = known
+    if gateway is None:
         raise _refuse("unknown-gateway", "unknown or missing gateway")
-    try:
-        nonce = check_request(request.headers, secret, request.method, request.path_qs, body)
-    except ClockSkew as error:
-        raise _refuse("clock-skew", str(error)) from None
-    except SignatureError as error:
-        raise _refuse("wrong-secret", str(error)) from None
+    secret, nonce = _signed_with(request, body, secrets)
     if not await store.call(lambda s: s.use_nonce(gateway_id, nonce)):
         raise _refuse("replayed", "replayed request")
-    return gateway_id, secret, nonce
+    return gateway, secret, nonce
+
+
+def _signed_with(request: web.Request, body: bytes, secrets: list[str]) -> tuple[str, str]:
+    """(the secret among `secrets` that signed the request, its nonce); else 401."""
+    refusal = "wrong signature"
+    for secret in secrets:
+        try:
+            return secret, check_request(request.headers, secret, request.method, request.path_qs, body)
+        except ClockSkew as error:
+            raise _refuse("clock-skew", str(error)) from None
+        except SignatureError as error:
+            refusal = str(error)
+    raise _refuse("wrong-secret", refusal)
 
 
 def _signed_json(data: dict, secret: str, nonce: str) -> web.Response:
@@ -103,28 +129,32 @@ def _signed_json(data: dict, secret: str, nonce: str) -> web.Response:
 
 async def receive_batch(request: web.Request) -> web.Response:
     raw = await request.read()
-    gateway_id, secret, nonce = await _verified(request, raw)
+    gateway, secret, nonce = await _verified(request, raw)
+    gateway_id = gateway["id"]
     try:
         batch = decode_batch(raw)
     except ValueError as error:
         raise _refuse("bad-batch", str(error), web.HTTPBadRequest) from None
     if batch.get("gateway") not in (None, gateway_id):
         raise _refuse("bad-batch", "batch names another gateway", web.HTTPBadRequest)
-    results = await request.app[central_store_key].call(lambda s: s.ingest(gateway_id, batch["items"]))
+    try:
+        results = await request.app[central_store_key].call(lambda s: s.ingest(gateway_id, batch["items"]))
+    except NoPrefix as error:
+        raise _refuse("no-prefix", str(error), web.HTTPForbidden) from None
     accepted = sum(r["result"] == "accepted" for r in results)
     log.info("batch from %s: %d items, %d new", gateway_id, len(results), accepted)
-    return _signed_json({"results": results}, secret, nonce)
+    return _signed_json({"results": results, "prefix": gateway["prefix"]}, secret, nonce)
 
 
 async def send_updates(request: web.Request) -> web.Response:
-    gateway_id, secret, nonce = await _verified(request, b"")
+    gateway, secret, nonce = await _verified(request, b"")
     try:
         since = int(request.query.get("since", "0"))
     except ValueError:
         raise web.HTTPBadRequest(text="since must be a whole number") from None
-    updates = await request.app[central_store_key].call(lambda s: s.updates(gateway_id, since, UPDATES_LIMIT))
+    updates = await request.app[central_store_key].call(lambda s: s.updates(gateway["id"], since, UPDATES_LIMIT))
     cursor = updates[-1]["seq"] if updates else since
-    return _signed_json({"updates": updates, "cursor": cursor}, secret, nonce)
+    return _signed_json({"updates": updates, "cursor": cursor, "prefix": gateway["prefix"]}, secret, nonce)
 
 
 # -- the staff API --------------------------------------------------------------------
@@ -138,7 +168,8 @@ def _staff(request: web.Request) -> None:
 
 def _public(row: dict) -> dict:
     return {key: row[key] for key in ("ref", "service", "channel", "status", "note", "village", "language",
-                                      "answers", "phone", "gateway_id", "created_at", "received_at", "updated_at")}
+                                      "answers", "phone", "gateway_id", "created_at", "received_at", "updated_at",
+                                      "review_of", "review_reason")}
 
 
 def encode_cursor(key: Key) -> str:
@@ -206,10 +237,21 @@ async def change_submission(request: web.Request) -> web.Response:
     status, note = (data.get("status"), data.get("note", "")) if isinstance(data, dict) else (None, "")
     if status not in STATUSES:
         raise web.HTTPBadRequest(text=f"status must be one of {', '.join(STATUSES)}")
-    if not isinstance(note, str) or len(note) > 500:
-        raise web.HTTPBadRequest(text="note must be text of at most 500 characters")
+    if not isinstance(note, str):
+        raise web.HTTPBadRequest(text=f"note must be text of at most {MAX_NOTE} characters")
+    if len(note) > MAX_NOTE:
+        raise web.HTTPBadRequest(text=f"note must be text of at most {MAX_NOTE} characters (this one has {len(note)})")
     ref = request.match_info["ref"].upper()
     row = await request.app[central_store_key].call(lambda s: s.set_status(ref, status, note))
     if row is None:
         raise web.HTTPNotFound(text=f"no submission {ref}")
-    return web.json_response(_public(row))
+    return web.json_response({**_public(row), "sms": _sms(request.app[central_config_key], row),
+                              "also_notified": row["also_notified"]})
+
+
+def _sms(config: CentralConfig, row: dict) -> dict | None:
+    """What the change will send to the submission's phone: `text` and `note_shortened`; None when nothing."""
+    if config.notice is None or not row["changed"] or row["status"] in SILENT_STATUSES:
+        return None
+    notice = config.notice(row, row["status"], row["note"] or "")
+    return {"text": notice.text, "note_shortened": notice.shortened}

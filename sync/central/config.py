@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 from ..database import utc_now
 from .store import CentralStore
+
+log = logging.getLogger(__name__)
+
+
+class Notice(NamedTuple):
+    """The SMS a status change will send, and whether the staff note in it is shortened to fit."""
+
+    text: str
+    shortened: bool
+
+
+NoticeRenderer = Callable[[dict, str, str], Notice]
+"""(submission, status, note) -> the `Notice` its phone will get, in the submission's language."""
 
 
 @dataclass(frozen=True)
@@ -19,8 +33,12 @@ class CentralConfig:
     `forms` describes every flow that makes submissions, by service code, in
     one language (made by the gateway from its menus; see `service.py` for
     the shape). `open311_services` are the codes among them that Open311
-    exposes. `gateways` (id -> sync secret) are registered at start-up.
-    `clock` is what the store reads as now: tests hand in one they move.
+    exposes. `gateways` (id -> sync secret) are registered at start-up when
+    unknown, with their reference prefix from `prefixes` (id -> prefix; the
+    first free one when absent). `clock` is what the store reads as now:
+    tests hand in one they move. `notice`, when given, renders the SMS a
+    status change sends (the backend knows no catalogs), so that staff are
+    told what their note becomes.
     """
 
     data_dir: Path
@@ -31,7 +49,9 @@ class CentralConfig:
     ref_prefix: str = "Z"
     agency: str = ""
     gateways: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    prefixes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     clock: Callable[[], dt.datetime] = utc_now
+    notice: NoticeRenderer | None = None
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a caller's dicts cannot change the running backend.
@@ -39,19 +59,50 @@ class CentralConfig:
         object.__setattr__(self, "forms", MappingProxyType(dict(self.forms)))
         object.__setattr__(self, "open311_services", tuple(self.open311_services))
         object.__setattr__(self, "gateways", MappingProxyType(dict(self.gateways)))
+        object.__setattr__(self, "prefixes", MappingProxyType(dict(self.prefixes)))
 
     @property
     def addresses(self) -> Mapping[str, str]:
         """Per service, the answer that holds the place (the form's `address` role)."""
         return MappingProxyType({code: form["address"] for code, form in self.forms.items() if form.get("address")})
 
+    @property
+    def uniques(self) -> Mapping[str, tuple[str, ...]]:
+        """Per service, the answers one submission may hold (a voter's NIK)."""
+        return MappingProxyType({code: tuple(form["unique"]) for code, form in self.forms.items()
+                                 if form.get("unique")})
+
     def open_store(self) -> CentralStore:
-        """The central store in `data_dir`, knowing `gateways` (each registered again, so a new secret wins)."""
-        store = CentralStore.open(self.data_dir, self.clock, self.addresses)
+        """The central store in `data_dir`, knowing `gateways`.
+
+        A gateway already registered keeps its secret and prefix: a config
+        never overwrites them (`kentongan central gateway add --rotate` issues
+        a new secret). When the configured ones differ, a WARNING says so.
+        Raises `PrefixTaken` when a new gateway's prefix is the centre's own
+        or another gateway's.
+        """
+        store = CentralStore.open(self.data_dir, self.clock, self.addresses, self.uniques, self.ref_prefix)
         try:
             for gateway_id, secret in self.gateways.items():
-                store.register_gateway(gateway_id, secret)
+                self._register(store, gateway_id, secret, self.prefixes.get(gateway_id))
         except BaseException:
             store.close()
             raise
         return store
+
+    @staticmethod
+    def _register(store: CentralStore, gateway_id: str, secret: str, prefix: str | None) -> None:
+        known = store.gateway(gateway_id)
+        if known is None:
+            store.add_gateway(gateway_id, secret, prefix)
+            return
+        if not known["prefix"]:
+            known["prefix"] = store.give_prefix(gateway_id, prefix)
+        if secret != store.secret(gateway_id):
+            log.warning("gateway %s: the configured sync secret is not the one registered at the central backend; "
+                        "the registered one stays (`kentongan central gateway add %s --rotate` issues a new one)",
+                        gateway_id, gateway_id)
+        if prefix and prefix != known["prefix"]:
+            log.warning("gateway %s: the configured reference prefix %s is not the registered %s; the registered "
+                        "one stays, and references with another prefix are refused", gateway_id, prefix,
+                        known["prefix"])

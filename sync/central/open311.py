@@ -9,10 +9,11 @@
                                              attribute[code]=value, description, requester)
     GET  requests/{service_request_id}.{fmt} one request (a list of one, as the spec says)
 
-Submissions are service requests: the id is the reference, received and
-in_progress are `open`, resolved and rejected are `closed`, the staff note is
-`status_notes`. XML (which the specification requires) and JSON carry the
-same fields; errors are a list of {code, description} with that HTTP status.
+Submissions are service requests: the id is the reference, received, review
+and in_progress are `open`, resolved and rejected are `closed`, the staff
+note is `status_notes` (a review's reason, for staff, is not shown). XML
+(which the specification requires) and JSON carry the same fields; errors
+are a list of {code, description} with that HTTP status.
 
 Which services appear, and how their answers map to Open311 fields, comes
 from the forms (`service.py`): only the services named in
@@ -38,7 +39,7 @@ from .service import open311_services
 from .store import CentralStore, utc_stamp
 
 FORMATS = ("json", "xml")
-OPEN = ("received", "in_progress")
+OPEN = ("received", "review", "in_progress")
 CLOSED = ("resolved", "rejected")
 LIST_DAYS = 90
 LIST_LIMIT = 1000
@@ -55,7 +56,6 @@ class Open311:
 
     services: dict[str, dict]
     api_key: str
-    ref_prefix: str
     agency: str
     clock: Callable[[], dt.datetime]
     store_key: web.AppKey
@@ -74,7 +74,7 @@ class Open311Error(Exception):
 def setup_open311(app: web.Application, config: CentralConfig, store_key: web.AppKey) -> None:
     """Add the Open311 routes to the central backend's `app`; ValueError names a service that is not a form."""
     app[open311_key] = Open311(open311_services(config.forms, config.open311_services), config.open311_api_key,
-                               config.ref_prefix, config.agency, config.clock, store_key)
+                               config.agency, config.clock, store_key)
     base = "/open311/v2"
     app.router.add_get(base + "/services.{fmt}", service_list)
     app.router.add_get(base + "/services/{code:[^/]+?}.{fmt}", service_definition)
@@ -291,7 +291,6 @@ async def create_request(request: web.Request, fmt: str) -> web.Response:
         if value:
             answers[attribute["code"]] = value[:200]
     phone = str(form.get("phone", "")).strip()[:32]
-    row = await _store(request).call(lambda s: s.add_direct(service["service_code"], answers, phone, "open311",
-                                                            prefix=settings.ref_prefix))
+    row = await _store(request).call(lambda s: s.add_direct(service["service_code"], answers, phone, "open311"))
     return render(fmt, "service_requests", "request",
                   [{"service_request_id": row["ref"], "service_notice": "", "account_id": None}])

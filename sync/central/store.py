@@ -2,13 +2,23 @@
 
 Tables:
 
-    gateways      each gateway's id and sync secret
+    gateways      each gateway's id, sync secret (and the previous one, while a new one spreads)
+                  and reference prefix
     submissions   one row per submission id (the gateway's ULID), whatever path it came by
+    claims        unique answers (a voter's NIK) by keyed digest, one row per submission holding one
     updates       status changes in order; `seq` is the cursor a gateway pulls from
     nonces        request nonces seen in the last minutes (replays are refused)
+    meta          which unique answers existing submissions were claimed for
 
 Ingestion is idempotent on the submission id: a batch sent twice, or a
 submission that arrives online and again in a batch file, is stored once.
+
+The central backend is the authority on unique answers, since it is the one
+place that sees every gateway: a submission holding a unique answer that an
+earlier one holds (from any gateway, or from two gateways that were offline,
+whichever arrives second) is stored with status `review` and a reason for
+staff that names the other reference. Its gateway learns the status from the
+update feed; the reason never leaves the centre.
 
 Lists are filtered, ordered and limited in SQL on indexed columns, and only
 the rows returned are unsealed. Every time a query compares is stored in one
@@ -20,18 +30,21 @@ will implement.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import re
 import sqlite3
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import sqlite_utils
 from ulid import ULID
 
 from ..database import Database, stamp, utc_now
-from ..protocol import STATUSES
+from ..errors import StoreError
+from ..protocol import SAME_ANSWER, STATUSES
+from ..reference import ALPHABET, MAX_LENGTH, RANDOM_LENGTH, check_prefix
 from ..seal import Sealer
 
 DATABASE_NAME = "central.db"
@@ -41,9 +54,27 @@ _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _REF = re.compile(r"^[0-9A-Z]{6,8}$")
 ITEM_FIELDS = ("id", "ref", "service", "channel", "answers", "phone", "language", "created_at")
 NEWEST_FIRST = "created_at DESC, id DESC"
+PREFIX_ORDER = "".join(sorted(ALPHABET, key=str.isdigit))
+"""The order prefixes are handed out in: letters first (`A`, `B`, ...), then digits, then two characters."""
 
 Key = tuple[str, str]
 """Where a list stopped: the (created_at, id) of its last row."""
+
+
+class RegistrationError(StoreError):
+    """A gateway cannot be registered or changed as asked; the message says why."""
+
+
+class GatewayExists(RegistrationError):
+    """The gateway id is registered already."""
+
+
+class PrefixTaken(RegistrationError):
+    """The reference prefix asked for is the central backend's own, or another gateway's."""
+
+
+class NoPrefix(StoreError):
+    """A gateway registered before prefixes existed sent a batch: its references cannot be checked."""
 
 
 def utc_stamp(text: str) -> str:
@@ -59,6 +90,11 @@ def utc_stamp(text: str) -> str:
         return stamp(when)
     except OverflowError:
         raise ValueError(f"{text!r} has no UTC time") from None
+
+
+def prefix_of(ref: str) -> str:
+    """The gateway prefix a reference was drawn with: all but its random part."""
+    return ref[:-RANDOM_LENGTH]
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -96,7 +132,40 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_submissions_updated ON submissions (updated_at)")
 
 
-MIGRATIONS = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """Reference prefixes and secret rotation for gateways; claims of unique answers; review reasons.
+
+    A gateway registered before prefixes gets the one its references were
+    drawn with, when they all agree (a reference is its prefix and five
+    random characters); one with none or several gets none, and its batches
+    are refused until an operator gives it one.
+    """
+    db["gateways"].add_column("prefix", str)
+    db["gateways"].add_column("previous_secret", str)
+    db["gateways"].add_column("previous_until", str)
+    taken = set()
+    for (gateway_id,) in db.execute("SELECT id FROM gateways ORDER BY created_at, id").fetchall():
+        refs = db.execute("SELECT ref FROM submissions WHERE gateway_id = ?", [gateway_id]).fetchall()
+        drawn = {prefix_of(ref) for (ref,) in refs}
+        if len(drawn) == 1 and (prefix := drawn.pop()) not in taken and _valid_prefix(prefix):
+            db.execute("UPDATE gateways SET prefix = ? WHERE id = ?", [prefix, gateway_id])
+            taken.add(prefix)
+    db.execute("CREATE UNIQUE INDEX idx_gateways_prefix ON gateways (prefix)")
+    db["claims"].create({"digest": str, "submission_id": str}, pk=("digest", "submission_id"))
+    db["submissions"].add_column("review_of", str)
+    db["submissions"].add_column("review_reason", str)
+    db["updates"].add_column("notice", str)
+    db["meta"].create({"key": str, "value": str}, pk="key")
+
+
+def _valid_prefix(prefix: str) -> bool:
+    try:
+        return check_prefix(prefix) == prefix
+    except ValueError:
+        return False
+
+
+MIGRATIONS = [_v1, _v2, _v3]
 
 
 class CentralStore(Database):
@@ -104,41 +173,126 @@ class CentralStore(Database):
 
     `addresses` names, per service, the answer that holds the place (the
     form's `address` role); ingestion copies it into the `village` column
-    that staff filter on.
+    that staff filter on. `uniques` names, per service, the answers one
+    submission may hold (the form's `unique`). `ref_prefix` is the central
+    backend's own reference prefix (Open311 requests): no gateway gets it.
     """
 
     MIGRATIONS = MIGRATIONS
 
     def __init__(self, path: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now,
-                 addresses: Mapping[str, str] = MappingProxyType({})):
+                 addresses: Mapping[str, str] = MappingProxyType({}),
+                 uniques: Mapping[str, Sequence[str]] = MappingProxyType({}), ref_prefix: str = "Z"):
         super().__init__(path, sealer, clock)
         self.addresses = addresses
+        self.uniques = uniques
+        self.ref_prefix = ref_prefix
+        self._claim_existing()
 
     @classmethod
     def open(cls, data_dir: str | Path, clock: Callable[[], dt.datetime] = utc_now,
-             addresses: Mapping[str, str] = MappingProxyType({})) -> "CentralStore":
+             addresses: Mapping[str, str] = MappingProxyType({}),
+             uniques: Mapping[str, Sequence[str]] = MappingProxyType({}), ref_prefix: str = "Z") -> "CentralStore":
         data_dir = Path(data_dir)
-        return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock, addresses)
+        return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock, addresses,
+                   uniques, ref_prefix)
 
     # -- gateways and replay protection -----------------------------------------
 
-    def register_gateway(self, gateway_id: str, secret: str) -> None:
-        """Know `gateway_id` by `secret` (a new secret replaces the old one)."""
+    def add_gateway(self, gateway_id: str, secret: str, prefix: str | None = None) -> str:
+        """Register a new gateway with `secret` and `prefix` (the first free one when None); return the prefix.
+
+        Raises `GatewayExists` for an id that is registered (a registered
+        secret is never overwritten: see `rotate_secret`), and `PrefixTaken`.
+        """
         with self.transaction():
-            known = self.db.execute("SELECT created_at FROM gateways WHERE id = ?", [gateway_id]).fetchone()
-            self.db["gateways"].upsert({"id": gateway_id, "secret": secret,
-                                        "created_at": known[0] if known else stamp(self.clock())}, pk="id")
+            known = self.gateway(gateway_id)
+            if known:
+                raise GatewayExists(f"gateway {gateway_id} is registered already, with reference prefix "
+                                    f"{known['prefix'] or '(none)'}")
+            prefix = self._free_prefix() if prefix is None else self._check_free(prefix)
+            self.db["gateways"].insert({"id": gateway_id, "secret": secret, "prefix": prefix,
+                                        "created_at": stamp(self.clock())})
+        return prefix
+
+    def rotate_secret(self, gateway_id: str, secret: str, grace: dt.timedelta, prefix: str | None = None) -> dict:
+        """Give a registered gateway a new `secret`; its current one keeps working for `grace`.
+
+        A gateway registered before prefixes existed gets `prefix` (or the
+        first free one); a registered prefix is never changed, since the
+        gateway's pending submissions carry it. Returns the gateway.
+        """
+        with self.transaction():
+            known = self.gateway(gateway_id)
+            if known is None:
+                raise RegistrationError(f"no gateway {gateway_id} is registered")
+            if known["prefix"] and prefix and prefix.upper() != known["prefix"]:
+                raise RegistrationError(f"gateway {gateway_id} has reference prefix {known['prefix']}; "
+                                        f"a registered prefix is not changed")
+            if not known["prefix"]:
+                self.give_prefix(gateway_id, prefix)
+            # A secret from an earlier rotation, still in its grace period, stops working now.
+            self.db.execute("UPDATE gateways SET previous_secret = secret, previous_until = ?, secret = ? "
+                            "WHERE id = ?", [stamp(self.clock() + grace), secret, gateway_id])
+        return self.gateway(gateway_id)
+
+    def give_prefix(self, gateway_id: str, prefix: str | None = None) -> str:
+        """Give a gateway that has no prefix (registered before prefixes) `prefix`, or the first free one."""
+        with self.transaction():
+            prefix = self._free_prefix() if prefix is None else self._check_free(prefix)
+            self.db.execute("UPDATE gateways SET prefix = ? WHERE id = ? AND prefix IS NULL", [prefix, gateway_id])
+        return prefix
+
+    def _check_free(self, prefix: str) -> str:
+        """`prefix`, upper-cased, when it is well-formed (else `RegistrationError`) and nobody's (else
+        `PrefixTaken` saying whose it is)."""
+        try:
+            prefix = check_prefix(prefix)
+        except ValueError as error:
+            raise RegistrationError(f"reference prefix {prefix}: {error}") from None
+        if prefix == self.ref_prefix:
+            raise PrefixTaken(f"{prefix} is the central backend's own reference prefix (central.ref_prefix)")
+        holder = self.db.execute("SELECT id FROM gateways WHERE prefix = ?", [prefix]).fetchone()
+        if holder:
+            raise PrefixTaken(f"{prefix} is the reference prefix of gateway {holder[0]}")
+        return prefix
+
+    def _free_prefix(self) -> str:
+        taken = {row[0] for row in self.db.execute("SELECT prefix FROM gateways WHERE prefix IS NOT NULL")}
+        taken.add(self.ref_prefix)
+        for candidate in _prefixes():
+            if candidate not in taken:
+                return candidate
+        raise PrefixTaken("every reference prefix is taken")
+
+    def gateway(self, gateway_id: str) -> dict | None:
+        """A registered gateway: id, prefix (None before prefixes), created_at, previous_until; or None."""
+        row = self.db.execute("SELECT id, prefix, created_at, previous_until FROM gateways WHERE id = ?",
+                              [gateway_id]).fetchone()
+        return dict(zip(("id", "prefix", "created_at", "previous_until"), row)) if row else None
 
     def secret(self, gateway_id: str) -> str | None:
+        """The gateway's current secret: what the central backend seals its answer files with."""
         row = self.db.execute("SELECT secret FROM gateways WHERE id = ?", [gateway_id]).fetchone()
         return row[0] if row else None
 
+    def secrets(self, gateway_id: str) -> list[str]:
+        """Every secret the gateway may sign with now: the current one, and the previous one in its grace period."""
+        row = self.db.execute("SELECT secret, previous_secret, previous_until FROM gateways WHERE id = ?",
+                              [gateway_id]).fetchone()
+        if row is None:
+            return []
+        current, previous, until = row
+        return [current, previous] if previous and until > stamp(self.clock()) else [current]
+
     def gateways(self) -> list[dict]:
-        """Every registered gateway: id, created_at, and how many submissions it delivered; by id."""
+        """Every registered gateway, by id: id, prefix, created_at, previous_until (while the previous secret
+        still works, else None) and how many submissions it delivered."""
         rows = self.db.execute(
-            "SELECT g.id, g.created_at, count(s.id) FROM gateways g "
-            "LEFT JOIN submissions s ON s.gateway_id = g.id GROUP BY g.id ORDER BY g.id").fetchall()
-        return [{"id": row[0], "created_at": row[1], "submissions": row[2]} for row in rows]
+            "SELECT g.id, g.prefix, g.created_at, CASE WHEN g.previous_until > ? THEN g.previous_until END, "
+            "count(s.id) FROM gateways g LEFT JOIN submissions s ON s.gateway_id = g.id GROUP BY g.id ORDER BY g.id",
+            [stamp(self.clock())]).fetchall()
+        return [dict(zip(("id", "prefix", "created_at", "previous_until", "submissions"), row)) for row in rows]
 
     def use_nonce(self, gateway_id: str, nonce: str) -> bool:
         """Record a request nonce; False when it was used before (a replay)."""
@@ -156,7 +310,10 @@ class CentralStore(Database):
 
     def _insert(self, submission_id: str, gateway_id: str, ref: str, service: str, channel: str, answers: dict,
                 phone: str, language: str, created_at: str, now: str) -> None:
-        """A new row, `received`, personal fields sealed, `village` copied from the service's address answer."""
+        """A new row, personal fields sealed, `village` copied from the service's address answer.
+
+        It is `received`, or `review` when it holds a unique answer another submission holds.
+        """
         address = self.addresses.get(service)
         self.db["submissions"].insert({
             "id": submission_id, "gateway_id": gateway_id, "ref": ref, "service": service, "channel": channel,
@@ -164,9 +321,75 @@ class CentralStore(Database):
             "language": language, "village": str(answers.get(address) or "") if address else "",
             "status": "received", "note": None, "created_at": created_at, "received_at": now, "updated_at": now,
         })
+        self._claim(submission_id, service, answers, self.uniques.get(service, ()), now)
+
+    def _claim(self, submission_id: str, service: str, answers: dict, names: Sequence[str], now: str) -> None:
+        """Claim the answers `names` of a submission; when another submission holds one, hold this one for review."""
+        for name in names:
+            value = str(answers.get(name) or "").strip()
+            if not value:
+                continue
+            digest = self.sealer.digest(f"claim:{service}:{name}:{value}")
+            holder = self.db.execute(
+                "SELECT s.ref FROM claims c JOIN submissions s ON s.id = c.submission_id "
+                "WHERE c.digest = ? AND s.id != ? AND s.status != 'rejected' "
+                "ORDER BY s.status = 'review', s.received_at, s.id LIMIT 1", [digest, submission_id]).fetchone()
+            self.db.execute("INSERT OR IGNORE INTO claims (digest, submission_id) VALUES (?, ?)",
+                            [digest, submission_id])
+            if holder:
+                self._hold(submission_id, holder[0], f"{name} already registered in {holder[0]}", now)
+
+    def _hold(self, submission_id: str, other_ref: str, reason: str, now: str) -> None:
+        """Set a submission to `review` naming `other_ref` (for staff only); its gateway learns the status."""
+        held = self.db.execute("UPDATE submissions SET status = 'review', review_of = ?, review_reason = ?, "
+                               "updated_at = ? WHERE id = ? AND status = 'received'",
+                               [other_ref, reason, now, submission_id]).rowcount
+        if held:
+            self.db.execute("INSERT INTO updates (submission_id, gateway_id, ref, status, note, at) "
+                            "SELECT id, gateway_id, ref, status, note, ? FROM submissions WHERE id = ?",
+                            [now, submission_id])
+
+    def _claim_existing(self) -> None:
+        """Claim the unique answers of submissions stored before the answer was unique here (or before claims).
+
+        Runs once per service and answer, oldest first: of two submissions
+        already stored with one NIK, the later one, if still `received`, goes
+        to review as if it had just arrived.
+        """
+        unique = {(service, name) for service, names in self.uniques.items() for name in names}
+        done = {tuple(pair) for pair in json.loads(self._meta("claimed") or "[]")} if unique else set()
+        todo = unique - done
+        if not todo:
+            return
+        now = stamp(self.clock())
+        with self.transaction():
+            for service in sorted({service for service, _ in todo}):
+                names = sorted(name for s, name in todo if s == service)
+                rows = self.db.execute("SELECT id, answers FROM submissions WHERE service = ? "
+                                       "ORDER BY received_at, id", [service]).fetchall()
+                for submission_id, answers in rows:
+                    self._claim(submission_id, service, json.loads(self.sealer.open(answers)), names, now)
+            self._set_meta("claimed", json.dumps(sorted(done | todo)))
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = "
+                        "excluded.value", [key, value])
 
     def ingest(self, gateway_id: str, items: list) -> list[dict]:
-        """Store a batch; answer each item `accepted`, `duplicate` or `rejected` with a reason."""
+        """Store a batch; answer each item `accepted`, `duplicate` or `rejected` with a reason.
+
+        A new item whose reference does not carry the gateway's prefix is
+        rejected. Raises `NoPrefix` (nothing stored) for a gateway that has
+        no prefix yet.
+        """
+        prefix = (self.gateway(gateway_id) or {}).get("prefix")
+        if not prefix:
+            raise NoPrefix(f"no reference prefix for gateway {gateway_id}: run `kentongan central gateway add "
+                           f"{gateway_id} --rotate --prefix P` at the centre")
         results = []
         now = stamp(self.clock())
         with self.transaction():
@@ -184,6 +407,11 @@ class CentralStore(Database):
                     else:
                         results.append({"id": item_id, "result": "duplicate"})
                     continue
+                if prefix_of(item["ref"]) != prefix:
+                    results.append({"id": item_id, "result": "rejected",
+                                    "reason": f"reference {item['ref']} does not carry this gateway's prefix "
+                                              f"{prefix}"})
+                    continue
                 if self.db.execute("SELECT 1 FROM submissions WHERE ref = ?", [item["ref"]]).fetchone():
                     results.append({"id": item_id, "result": "rejected", "reason": "reference already in use"})
                     continue
@@ -192,38 +420,69 @@ class CentralStore(Database):
                 results.append({"id": item_id, "result": "accepted"})
         return results
 
-    def add_direct(self, service: str, answers: dict, phone: str, channel: str, *, prefix: str,
-                   language: str = "en") -> dict:
-        """A submission made at the centre (an Open311 client), not by a gateway; its reference starts with `prefix`."""
+    def held(self, gateway_id: str, ids: Sequence[str]) -> list[dict]:
+        """Of `gateway_id`'s submissions `ids`, those waiting in `review`, by ref: ref and review_reason (for staff)."""
+        wanted = set(ids)
+        rows = self.db.execute("SELECT id, ref, review_reason FROM submissions WHERE gateway_id = ? "
+                               "AND status = 'review' ORDER BY ref", [gateway_id]).fetchall()
+        return [{"ref": ref, "review_reason": reason} for row_id, ref, reason in rows if row_id in wanted]
+
+    def add_direct(self, service: str, answers: dict, phone: str, channel: str, *, language: str = "en") -> dict:
+        """A submission made at the centre (an Open311 client), not by a gateway; its reference has the centre's
+        prefix."""
         now = stamp(self.clock())
         with self.transaction():
-            ref = self.free_reference(prefix)
+            ref = self.free_reference(self.ref_prefix)
             self._insert(str(ULID()), channel, ref, service, channel, answers, phone, language, now, now)
         return self.submission(ref)
 
     # -- status changes -----------------------------------------------------------
 
     def set_status(self, ref: str, status: str, note: str = "") -> dict | None:
-        """Change a submission's status (staff); the change joins its gateway's update feed."""
+        """Change a submission's status and note (staff); the change joins its gateway's update feed.
+
+        Returns the submission with `changed` (False when status and note
+        were already these: nothing joins the feed) and `also_notified`:
+        when this decides a submission held for review, the reference of the
+        one it was held for, whose phone is told too (an update of its own
+        status and note, with `notice` `SAME_ANSWER`); else None.
+        None when there is no such submission.
+        """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+        note = note or None
         now = stamp(self.clock())
+        also = None
         with self.transaction():
-            row = self.db.execute("SELECT id, gateway_id FROM submissions WHERE ref = ?", [ref]).fetchone()
+            row = self.db.execute("SELECT id, gateway_id, status, note, review_of FROM submissions WHERE ref = ?",
+                                  [ref]).fetchone()
             if row is None:
                 return None
-            self.db.execute("UPDATE submissions SET status = ?, note = ?, updated_at = ? WHERE id = ?",
-                            [status, note or None, now, row[0]])
-            self.db.execute("INSERT INTO updates (submission_id, gateway_id, ref, status, note, at) "
-                            "VALUES (?, ?, ?, ?, ?, ?)", [row[0], row[1], ref, status, note or None, now])
-        return self.submission(ref)
+            submission_id, gateway_id, previous, previous_note, review_of = row
+            changed = (status, note) != (previous, previous_note)
+            if changed:
+                self.db.execute("UPDATE submissions SET status = ?, note = ?, updated_at = ? WHERE id = ?",
+                                [status, note, now, submission_id])
+                self.db.execute("INSERT INTO updates (submission_id, gateway_id, ref, status, note, at) "
+                                "VALUES (?, ?, ?, ?, ?, ?)", [submission_id, gateway_id, ref, status, note, now])
+            if changed and previous == "review" and status != "review" and review_of:
+                also = review_of if self._tell_same_answer(review_of, now) else None
+        return {**self.submission(ref), "changed": changed, "also_notified": also}
+
+    def _tell_same_answer(self, ref: str, now: str) -> bool:
+        """Queue for `ref`'s gateway an update of its own status and note that asks its phone to be told."""
+        cursor = self.db.execute(
+            "INSERT INTO updates (submission_id, gateway_id, ref, status, note, at, notice) "
+            "SELECT id, gateway_id, ref, status, note, ?, ? FROM submissions WHERE ref = ?", [now, SAME_ANSWER, ref])
+        return cursor.rowcount == 1
 
     def updates(self, gateway_id: str, since: int, limit: int | None = 500) -> list[dict]:
         """Status changes of `gateway_id`'s submissions after cursor `since`, oldest first (all when `limit` is None)."""
         rows = self.db.execute(
-            "SELECT seq, submission_id, ref, status, note, at FROM updates WHERE gateway_id = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?", [gateway_id, since, -1 if limit is None else limit]).fetchall()
-        return [dict(zip(("seq", "id", "ref", "status", "note", "at"), row)) for row in rows]
+            "SELECT seq, submission_id, ref, status, note, at, notice FROM updates "
+            "WHERE gateway_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            [gateway_id, since, -1 if limit is None else limit]).fetchall()
+        return [dict(zip(("seq", "id", "ref", "status", "note", "at", "notice"), row)) for row in rows]
 
     def acks(self, gateway_id: str) -> list[str]:
         """Ids of every submission this gateway delivered: what it may mark synced."""
@@ -299,6 +558,13 @@ class CentralStore(Database):
 
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM submissions").fetchone()[0]
+
+
+def _prefixes() -> Iterator[str]:
+    """Every possible reference prefix, in the order they are handed out."""
+    for length in range(1, MAX_LENGTH - RANDOM_LENGTH + 1):
+        for letters in itertools.product(PREFIX_ORDER, repeat=length):
+            yield "".join(letters)
 
 
 def _check_item(item) -> str | None:

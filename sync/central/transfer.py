@@ -11,23 +11,42 @@ from pathlib import Path
 
 from .. import batchfile
 from ..errors import BatchFileError
-from .store import CentralStore
+from .store import CentralStore, NoPrefix
 
 
 def import_batch_file(store: CentralStore, path: str | Path) -> tuple[str, list[dict]]:
-    """Ingest a gateway's submissions file; return the gateway's id and the answer per item."""
+    """Ingest a gateway's submissions file; return the gateway's id and the answer per item.
+
+    The file may be sealed with the gateway's current secret, or with its
+    previous one during a rotation's grace period.
+    """
     gateway_id = str(batchfile.peek(path).get("gateway"))
-    secret = store.secret(gateway_id)
-    if secret is None:
+    secrets = store.secrets(gateway_id)
+    if not secrets:
         raise BatchFileError(f"{path} comes from gateway {gateway_id!r}, which this central backend does not know")
-    items = batchfile.read(path, "submissions", gateway_id, secret).get("items")
+    items = _read(path, gateway_id, secrets).get("items")
     if not isinstance(items, list):
         raise BatchFileError(f"{path} has a malformed payload")
-    return gateway_id, store.ingest(gateway_id, items)
+    try:
+        return gateway_id, store.ingest(gateway_id, items)
+    except NoPrefix as error:
+        raise BatchFileError(str(error)) from None
+
+
+def _read(path: str | Path, gateway_id: str, secrets: list[str]) -> dict:
+    """The payload of a submissions file sealed with one of `secrets`; the last one's `BatchFileError` else."""
+    for secret in secrets[:-1]:
+        try:
+            return batchfile.read(path, "submissions", gateway_id, secret)
+        except BatchFileError:
+            continue
+    return batchfile.read(path, "submissions", gateway_id, secrets[-1])
 
 
 def export_updates_file(store: CentralStore, gateway_id: str, path: str | Path) -> tuple[int, int, int]:
     """Write every acknowledgement and status update for `gateway_id` into a batch file (atomically).
+
+    It is sealed with the gateway's current secret: after a rotation, carry the new secret with it.
 
     Returns (acknowledgements, status updates, file size in bytes).
     """

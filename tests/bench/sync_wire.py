@@ -75,7 +75,8 @@ async def push(items: list[dict], folder: Path) -> dict:
 
     root = data_root()
     forms = Engine.load(root / "menus", root / "locale", ["id", "en", "sw"], "id").forms("en")
-    app = create_central_app(CentralConfig(folder / "central", "staff", forms, gateways={"bench": "secret"}))
+    app = create_central_app(CentralConfig(folder / "central", "staff", forms, gateways={"bench": "secret"},
+                                           prefixes={"bench": "K7"}))
     app.middlewares.append(measure)
     runner = web.AppRunner(app)
     await runner.setup()
