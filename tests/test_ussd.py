@@ -18,7 +18,8 @@ from sync.store import DATABASE_NAME, Store
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 REGENERATE = os.environ.get("KENTONGAN_REGEN_TRANSCRIPTS") == "1"
-NIK = "3201234567890123"
+NIK = "3201235708900002"         # a woman born 17 August 1990 (her day is 17 + 40)
+PERMIT_NIK = "3201231708900001"
 LANGUAGE_KEY = {"id": "1", "en": "2", "sw": "3"}
 
 
@@ -52,9 +53,11 @@ SERVICES = [
     ("report", ["1", "1", "Dusun Kidul RT 03", "Jalan berlubang di depan sekolah", "1"]),
     ("voter", ["2", NIK, "Siti Aminah", "17081990", "Sukamaju", "1"]),
     ("voter again", ["2", NIK]),
-    ("permit", ["3", "3201234567890999", "Warung Bu Siti", "6", "Jahit baju", "Sukamaju", "1"]),
-    ("permit cancelled", ["3", "3201234567890999", "Kios Pak Budi", "1", "Sukamaju", "2"]),
-    ("status recent", ["4", "1"]),
+    ("permit", ["3", PERMIT_NIK, "Warung Bu Siti", "6", "Jahit baju", "Sukamaju", "1"]),
+    ("permit cancelled", ["3", PERMIT_NIK, "Kios Pak Budi", "1", "Sukamaju", "2"]),
+]
+STATUS = [  # the results wait for the caller: 0 back, 00 the main menu
+    ("status recent: next page, back a page, back to the status menu", ["4", "1", "98", "0", "0"]),
     ("status by reference", ["4", "2", "<REF1>"]),
     ("status of a reference that is not mine", ["4", "2", "ZZZZZZ"]),
 ]
@@ -85,15 +88,18 @@ async def test_ussd_transcript_in_every_language(tmp_path, lang):
         return screens
 
     try:
-        await section("language", "5", LANGUAGE_KEY[lang])
+        await section("language", "5", LANGUAGE_KEY[lang], ends=False)
         for name, inputs in SERVICES:
             await section(name, *inputs)
+        for name, inputs in STATUS:
+            await section(name, *inputs, ends=False)
         await section("re-asks: a wrong choice, a short NIK, a short name, an impossible date",
-                      "7", "2", "12345", "3201234567890555", "Bu", "Siti Rahayu", "31022000", "17081990", "Sukamaju",
+                      "7", "2", "12345", "3201235708900005", "Bu", "Siti Rahayu", "31022000", "17081990", "Sukamaju",
                       "3", "2")
-        paged = await section("paging a long confirmation: next, back, next, send",
-                              "1", "1", PLACE_40, PROBLEM_100, "98", "0", "98", "1")
-        assert paged[4] == paged[6] != paged[5] == paged[7]
+        await section("a way back: 0 from the place to the categories, another category, 0 from the summary",
+                      "1", "1", "0", "2", "Dusun Lor RT 04", "Lampu mati", "0", "Lampu mati sejak Senin", "2")
+        await section("a long confirmation on one page, the answers shortened; 98 has nowhere to go; send",
+                      "1", "1", PLACE_40, PROBLEM_100, "98", "1")
         await section("resume: the line drops mid-report", "1", "2", "Dusun Lor RT 01", ends=False)
         gateway.advance(minutes=3)
         await section("resume: dialing again 3 minutes later", "1", "Lampu jalan mati sejak minggu lalu", "1")
@@ -124,10 +130,10 @@ async def test_ussd_language_choice_is_remembered_for_later_sessions(gateway):
 # -- bad input re-asks, navigation -----------------------------------------
 
 async def test_ussd_wrong_inputs_reask_and_never_end(gateway):
-    screens = await gateway.dial("w", "7", "2", "", "12", "3201234567890123", "x", "Siti Aminah", "31022000")
+    screens = await gateway.dial("w", "7", "2", "", "12", NIK, "x", "Siti Aminah", "31022000")
     assert screens[1].startswith("CON Pilihan tidak ada.\nKentongan")
-    assert screens[3] == "CON Harus 16 angka.\nMasukkan NIK Anda (16 angka):"
-    assert screens[4] == "CON Harus 16 angka.\nMasukkan NIK Anda (16 angka):"
+    assert screens[3] == "CON Harus 16 angka.\nMasukkan NIK Anda (16 angka di KTP):\n0 Kembali, 00 Menu"
+    assert screens[4] == "CON Harus 16 angka.\nMasukkan NIK Anda (16 angka di KTP):\n0 Kembali, 00 Menu"
     assert screens[6].startswith("CON Minimal 3 huruf.")
     assert screens[8].startswith("CON Tanggal salah.")
     assert all(s.startswith("CON ") for s in screens)
@@ -142,15 +148,13 @@ async def test_ussd_double_zero_returns_to_main_menu(gateway):
 async def test_ussd_paging_next_and_back(gateway):
     for n in range(6):
         await gateway.dial(f"r{n}", "1", "2", f"Dusun {n} Kidul", "Lampu mati sejak minggu lalu", "1")
-    screens = await gateway.dial("p", "4", "1", "98")
-    assert screens[2].startswith("CON ") and screens[2].endswith("98. Berikutnya")
-    assert screens[3].startswith("END ")
+    screens = await gateway.dial("p", "4", "1", "98", "0")
+    assert screens[2].startswith("CON ") and screens[2].endswith("\n98 Berikutnya\n0 Kembali, 00 Menu")
+    assert screens[3].startswith("CON ") and screens[3].endswith("\n0 Kembali, 00 Menu")
+    assert "98 Berikutnya" not in screens[3]
     shown = screens[2] + screens[3]
-    assert all(ref in shown for ref in refs(gateway)[-5:])
-    confirm = await gateway.dial("q", "1", "1", "Dusun Kidul RT 03 RW 05 dekat balai", "x" * 100, "98", "0")
-    assert confirm[4].endswith("98. Berikutnya")
-    assert confirm[5].endswith("0. Kembali") and "1. Ya, kirim" in confirm[5]
-    assert confirm[6] == confirm[4]
+    assert all(ref in shown for ref in refs(gateway)[-3:])  # the latest three
+    assert screens[4] == screens[2]  # 0 on the second page: the first again
 
 
 # -- retries, restarts, dropped sessions ------------------------------------
@@ -189,7 +193,7 @@ async def test_ussd_restarted_gateway_resumes_session(gateway):
     await gateway.dial("r", "2", NIK, "Siti Aminah")
     await gateway.restart()
     body = await gateway.hop("r", f"2*{NIK}*Siti Aminah*17081990")
-    assert body == "CON Desa tempat tinggal Anda:"
+    assert body == "CON Desa tempat tinggal Anda:\n0 Kembali, 00 Menu"
     await gateway.hop("r", f"2*{NIK}*Siti Aminah*17081990*Sukamaju")
     end = await gateway.hop("r", f"2*{NIK}*Siti Aminah*17081990*Sukamaju*1")
     assert end.startswith("END Pendaftaran diterima")
@@ -204,7 +208,7 @@ async def test_ussd_dropped_session_can_be_resumed(gateway):
     await gateway.dial("drop", "2", NIK, "Siti Aminah", "17081990")
     offer = await gateway.hop("again", "")
     assert offer == "CON Sambungan terputus. Lanjutkan Pendaftaran pemilih?\n1. Lanjutkan\n2. Mulai dari awal"
-    assert await gateway.hop("again", "1") == "CON Desa tempat tinggal Anda:"
+    assert await gateway.hop("again", "1") == "CON Desa tempat tinggal Anda:\n0 Kembali, 00 Menu"
     assert (await gateway.hop("again", "1*Sukamaju")).startswith("CON Daftar sebagai pemilih?")
     end = await gateway.hop("again", "1*Sukamaju*1")
     assert end.startswith("END Pendaftaran diterima")
@@ -225,7 +229,7 @@ async def test_ussd_dropped_session_offer_survives_a_second_drop(gateway):
     await gateway.dial("drop", "1", "1", "Dusun Kidul")
     await gateway.hop("again", "")  # the offer, then the line drops again
     assert (await gateway.hop("third", "")).startswith("CON Sambungan terputus")
-    assert await gateway.hop("third", "1") == "CON Jelaskan singkat masalahnya (maks. 100 huruf):"
+    assert await gateway.hop("third", "1") == "CON Jelaskan singkat masalahnya (maks. 100 huruf):\n0 Kembali, 00 Menu"
 
 
 async def test_ussd_offer_only_within_the_window(gateway):
@@ -259,7 +263,7 @@ async def test_ussd_resume_can_be_turned_off(tmp_path):
 
 async def test_ussd_submission_is_on_disk_when_end_arrives(gateway):
     end = (await gateway.dial("s", "1", "4", "Sumur umum", "Air keruh sejak seminggu", "1"))[-1]
-    ref = re.search(r"Nomor: (\w+)\.", end).group(1)
+    ref = re.search(r"Kode: (\w+)\.", end).group(1)
     found = rows(gateway, "SELECT service, status, sync_state, channel FROM submissions WHERE ref = ?", ref)
     assert found == [("report", "received", "pending", "ussd")]
 
@@ -284,11 +288,10 @@ async def test_ussd_failed_store_write_sends_no_reference_and_loses_nothing(gate
 async def test_ussd_a_nik_registered_from_this_phone_is_told_only_to_this_phone(gateway):
     await gateway.dial("v1", "2", NIK, "Siti Aminah", "17081990", "Sukamaju", "1")
     again = await gateway.dial("v2", "2", NIK)
-    assert again[-1] == ("END NIK ini sudah terdaftar sebagai pemilih. Tidak perlu mendaftar lagi. "
-                         "Terima kasih.")
+    assert again[-1] == "END Anda sudah mendaftar dengan NIK ini dari nomor HP ini. Cek statusnya di menu Cek status."
     # Another phone learns nothing: it gets the screens a new NIK gets, and the central backend reviews it.
     other = await gateway.dial("v3", "2", NIK, phone="+6281298765432")
-    fresh = await gateway.dial("v4", "2", "3201234567890999", phone="+6281298765433")
+    fresh = await gateway.dial("v4", "2", PERMIT_NIK, phone="+6281298765433")
     assert other[-1] == fresh[-1] and other[-1].startswith("CON ")
     assert len(refs(gateway)) == 1
 
@@ -299,8 +302,8 @@ async def test_ussd_two_sessions_of_one_phone_racing_with_one_nik_make_one_regis
     # Session b is one the gateway never saw begin (a retried hop replays its history).
     ends = await asyncio.gather(gateway.hop("a", "2*" + "*".join(answers) + "*1"),
                                 gateway.hop("b", "2*" + "*".join(answers) + "*1"))
-    assert sorted(e.split(".")[0] for e in ends) == ["END NIK ini sudah terdaftar sebagai pemilih",
-                                                     "END Pendaftaran diterima"]
+    assert sorted(e.split(" dan ")[0].split(".")[0] for e in ends) == [
+        "END Anda sudah mendaftar dengan NIK ini dari nomor HP ini", "END Pendaftaran diterima"]
     assert len(refs(gateway)) == 1
 
 
@@ -403,9 +406,9 @@ async def test_ussd_engine_bug_is_an_error_and_an_apology_never_a_silent_restart
 
 async def test_ussd_reference_collision_draws_another(gateway, monkeypatch):
     first = (await gateway.dial("a", "1", "1", "Dusun Kidul", "Jalan rusak", "1"))[-1]
-    taken = re.search(r"Nomor: (\w+)\.", first).group(1)
+    taken = re.search(r"Kode: (\w+)\.", first).group(1)
     draws = iter([taken, taken, "KZZZZZ9"])
     monkeypatch.setattr("sync.database.new_reference", lambda prefix: next(draws))
     second = (await gateway.dial("b", "1", "1", "Dusun Lor", "Lampu mati", "1"))[-1]
-    assert "Nomor: KZZZZZ9." in second
+    assert "Kode: KZZZZZ9." in second
     assert sorted(refs(gateway)) == sorted([taken, "KZZZZZ9"])
