@@ -4,6 +4,7 @@ Two real gateways (each its own app, data directory and phone callers) sync
 to one real central backend on loopback ports.
 """
 
+import contextlib
 import functools
 import json
 
@@ -51,6 +52,20 @@ async def field_gateway(tmp_path, gateway_id, central_url):
     return gw
 
 
+@contextlib.asynccontextmanager
+async def two_gateways(tmp_path, url):
+    """Gateways desa-a and desa-b syncing to the central backend at `url`, stopped afterwards."""
+    a = await field_gateway(tmp_path, "desa-a", url)
+    try:
+        b = await field_gateway(tmp_path, "desa-b", url)
+        try:
+            yield a, b
+        finally:
+            await b.stop()
+    finally:
+        await a.stop()
+
+
 async def register(gw, session, phone):
     """A whole voter registration by USSD; returns its reference (from the gateway's store) and the last screen."""
     screens = await gw.dial(session, "2", NIK, "Siti Aminah", "17081990", "Sukamaju", "1", phone=phone)
@@ -77,55 +92,47 @@ async def notices(gw, phone):
 
 
 async def test_review_second_registration_at_another_gateway_is_held_and_both_phones_hear(tmp_path):
-    async with served(centre_app(tmp_path / "central")) as url:
-        a = await field_gateway(tmp_path, "desa-a", url)
-        b = await field_gateway(tmp_path, "desa-b", url)
-        try:
-            first, told_a = await register(a, "a1", PHONE_A)
-            assert (await a.app[syncer_key].round()).accepted == 1
-            second, told_b = await register(b, "b1", PHONE_B)
-            assert told_b.replace(second, "REF") == told_a.replace(first, "REF")  # nothing said of the other
-            assert (await b.app[syncer_key].round()).accepted == 1
+    async with served(centre_app(tmp_path / "central")) as url, two_gateways(tmp_path, url) as (a, b):
+        first, told_a = await register(a, "a1", PHONE_A)
+        assert (await a.app[syncer_key].round()).accepted == 1
+        second, told_b = await register(b, "b1", PHONE_B)
+        assert told_b.replace(second, "REF") == told_a.replace(first, "REF")  # nothing said of the other
+        assert (await b.app[syncer_key].round()).accepted == 1
 
-            status, listed = await staff(url, "GET", "/api/v1/submissions?status=review")
-            assert [(r["ref"], r["review_of"]) for r in listed["submissions"]] == [(second, first)]
-            held = listed["submissions"][0]
-            assert held["review_reason"] == f"nik already registered in {first}" and held["note"] is None
-            assert (await staff(url, "GET", "/api/v1/submissions?status=received"))[1]["submissions"][0]["ref"] == first
+        status, listed = await staff(url, "GET", "/api/v1/submissions?status=review")
+        assert [(r["ref"], r["review_of"]) for r in listed["submissions"]] == [(second, first)]
+        held = listed["submissions"][0]
+        assert held["review_reason"] == f"nik already registered in {first}" and held["note"] is None
+        assert (await staff(url, "GET", "/api/v1/submissions?status=received"))[1]["submissions"][0]["ref"] == first
 
-            # Gateway B learned the status in that same round, silently; the reason stayed at the centre.
-            assert (await local(b, second))["status"] == "review" and (await local(b, second))["note"] is None
-            assert await notices(b, PHONE_B) == []
-            async with aiohttp.ClientSession() as http:
-                pulled = await SyncClient(url, "desa-b", SECRETS["desa-b"], http).pull(0)
-            assert [(u["ref"], u["status"], u["note"]) for u in pulled.updates] == [(second, "review", None)]
-            assert first not in json.dumps(pulled.updates)
+        # Gateway B learned the status in that same round, silently; the reason stayed at the centre.
+        assert (await local(b, second))["status"] == "review" and (await local(b, second))["note"] is None
+        assert await notices(b, PHONE_B) == []
+        async with aiohttp.ClientSession() as http:
+            pulled = await SyncClient(url, "desa-b", SECRETS["desa-b"], http).pull(0)
+        assert [(u["ref"], u["status"], u["note"]) for u in pulled.updates] == [(second, "review", None)]
+        assert first not in json.dumps(pulled.updates)
 
-            note = "NIK ini sudah terdaftar. Datang ke kantor desa dengan KTP."
-            status, decided = await staff(url, "PATCH", f"/api/v1/submissions/{second}",
-                                          json={"status": "rejected", "note": note})
-            assert status == 200 and decided["also_notified"] == first
-            await a.app[syncer_key].round()
-            await b.app[syncer_key].round()
-            assert await notices(b, PHONE_B) == [decided["sms"]["text"]]
-            assert decided["sms"]["text"] == f"Kentongan: {second} Pendaftaran pemilih kini Ditolak. {note}"
-            assert await notices(a, PHONE_A) == [
-                f"Kentongan: {first} Pendaftaran pemilih: petugas sudah memutuskan pendaftaran lain dengan NIK "
-                f"Anda dari HP lain. Bukan Anda? Datang ke kantor desa."]
-            assert (await local(a, first))["status"] == "received"  # its own status did not change
-            again = await a.app[syncer_key].round()
-            assert (again.updates, again.notices) == (0, 0) and len(await notices(a, PHONE_A)) == 1
-        finally:
-            await a.stop()
-            await b.stop()
+        note = "NIK ini sudah terdaftar. Datang ke kantor desa dengan KTP."
+        status, decided = await staff(url, "PATCH", f"/api/v1/submissions/{second}",
+                                      json={"status": "rejected", "note": note})
+        assert status == 200 and decided["also_notified"] == first
+        await a.app[syncer_key].round()
+        await b.app[syncer_key].round()
+        assert await notices(b, PHONE_B) == [decided["sms"]["text"]]
+        assert decided["sms"]["text"] == f"Kentongan: {second} Pendaftaran pemilih kini Ditolak. {note}"
+        assert await notices(a, PHONE_A) == [
+            f"Kentongan: {first} Pendaftaran pemilih: petugas sudah memutuskan pendaftaran lain dengan NIK "
+            f"Anda dari HP lain. Bukan Anda? Datang ke kantor desa."]
+        assert (await local(a, first))["status"] == "received"  # its own status did not change
+        again = await a.app[syncer_key].round()
+        assert (again.updates, again.notices) == (0, 0) and len(await notices(a, PHONE_A)) == 1
 
 
 async def test_review_two_registrations_offline_at_both_gateways_the_later_arrival_is_held(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    a = await field_gateway(tmp_path, "desa-a", url)  # the central backend is not up: their first rounds fail
-    b = await field_gateway(tmp_path, "desa-b", url)
-    try:
+    async with two_gateways(tmp_path, url) as (a, b):  # the central backend is not up: their first rounds fail
         from_a, _ = await register(a, "a1", PHONE_A)
         from_b, _ = await register(b, "b1", PHONE_B)
         async with served(centre_app(tmp_path / "central"), port):
@@ -145,32 +152,23 @@ async def test_review_two_registrations_offline_at_both_gateways_the_later_arriv
                 f"Kentongan: {from_a} Pendaftaran pemilih kini Selesai. Terdaftar setelah diperiksa."]
             told_b = await notices(b, PHONE_B)
             assert len(told_b) == 1 and "pendaftaran lain dengan NIK" in told_b[0]
-    finally:
-        await a.stop()
-        await b.stop()
 
 
 async def test_review_same_answer_notice_respects_stop_and_each_phone_hears_in_its_language(tmp_path):
-    async with served(centre_app(tmp_path / "central")) as url:
-        a = await field_gateway(tmp_path, "desa-a", url)
-        b = await field_gateway(tmp_path, "desa-b", url)
-        try:
-            first, _ = await register(a, "a1", PHONE_A)
-            await a.app[syncer_key].round()
-            second, _ = await register(b, "b1", PHONE_B)
-            await b.app[syncer_key].round()
-            await a.app[store_key].call(lambda s: s.set_notices(PHONE_A, False))  # phone A said STOP
-            await b.app[store_key].call(lambda s: s.set_language(PHONE_B, "en"))
-            await staff(url, "PATCH", f"/api/v1/submissions/{second}", json={"status": "rejected", "note": "Double."})
-            summary = await a.app[syncer_key].round()
-            assert (summary.updates, summary.notices, summary.suppressed) == (1, 0, 1)
-            kept = await a.app[store_key].call(lambda s: s.outbox.messages(PHONE_A))
-            assert [(m["kind"], m["state"]) for m in kept] == [("confirmation", "sent"), ("notice", "suppressed")]
-            await b.app[syncer_key].round()
-            assert await notices(b, PHONE_B) == [f"Kentongan: {second} Voter registration is now Rejected. Double."]
-        finally:
-            await a.stop()
-            await b.stop()
+    async with served(centre_app(tmp_path / "central")) as url, two_gateways(tmp_path, url) as (a, b):
+        first, _ = await register(a, "a1", PHONE_A)
+        await a.app[syncer_key].round()
+        second, _ = await register(b, "b1", PHONE_B)
+        await b.app[syncer_key].round()
+        await a.app[store_key].call(lambda s: s.set_notices(PHONE_A, False))  # phone A said STOP
+        await b.app[store_key].call(lambda s: s.set_language(PHONE_B, "en"))
+        await staff(url, "PATCH", f"/api/v1/submissions/{second}", json={"status": "rejected", "note": "Double."})
+        summary = await a.app[syncer_key].round()
+        assert (summary.updates, summary.notices, summary.suppressed) == (1, 0, 1)
+        kept = await a.app[store_key].call(lambda s: s.outbox.messages(PHONE_A))
+        assert [(m["kind"], m["state"]) for m in kept] == [("confirmation", "sent"), ("notice", "suppressed")]
+        await b.app[syncer_key].round()
+        assert await notices(b, PHONE_B) == [f"Kentongan: {second} Voter registration is now Rejected. Double."]
 
 
 def test_review_existing_duplicates_are_held_when_the_centre_first_claims_them(tmp_path):
