@@ -200,8 +200,8 @@ async def inbound_callback(request: web.Request) -> web.Response:
     except BadCallback as error:
         raise web.HTTPBadRequest(text=str(error)) from None
     if sms is None:
-        log.info("sms %s from %s, a sender name or short code: nobody to answer, dropped",
-                 str(form["id"])[:64], str(form["from"]).strip())
+        log.info("sms %r from %s, a sender name or short code: nobody to answer, dropped",
+                 str(form["id"])[:64], str(form["from"]).strip())  # %r: an id cannot forge a log line
         return web.Response(text="OK (not from a phone: dropped)")
     app = request.app
     state = await app[store_key].call(sms_turn, app[engine_key], app[keywords_key], app[rules_key], sms)
