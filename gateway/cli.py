@@ -34,6 +34,7 @@ from .config import Config, load_config
 from .errors import ConfigError
 from .log import mask_phone, setup_logging
 from .resources import Rules, load_engine
+from .safety import exposure_problem
 from .syncer import export_file, import_file, sync_once
 
 log = logging.getLogger("kentongan")
@@ -110,6 +111,9 @@ def main() -> None:
 
 
 def _serve(apps: list[Served], config: Config) -> None:
+    problem = exposure_problem(config, apps)
+    if problem:
+        _fail(f"config error: {problem}")
     setup_logging()
     if config.source is None:
         log.info("no config.yaml here: serving on defaults, data in %s", config.data_dir)

@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 from conftest import free_port
+from gateway.config import data_root
 from sync.store import Store
 
 REPORT = ("", "1", "1*1", "1*1*Dusun Kidul", "1*1*Dusun Kidul*Jalan rusak", "1*1*Dusun Kidul*Jalan rusak*1")
@@ -226,3 +227,29 @@ def test_cli_serve_without_a_config_says_it_runs_on_defaults(tmp_path):
     assert "no config.yaml here: serving on defaults" in result.stderr
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("kentongan: cannot serve: ")
+
+
+def test_cli_serve_off_loopback_refuses_demo_secrets_and_open_callbacks(tmp_path):
+    shipped = (data_root() / "config.yaml").read_text()
+    (tmp_path / "config.yaml").write_text(shipped.replace("data_dir: ./var", f"data_dir: {tmp_path / 'var'}"))
+    with socket.socket() as taken:  # on loopback the demo is served: here it stops at a port in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = {"KENTONGAN_GATEWAY_PORT": str(taken.getsockname()[1]), "KENTONGAN_CENTRAL_PORT": str(free_port())}
+        on_loopback = kentongan("serve", env=ports, cwd=tmp_path)
+    assert on_loopback.stderr.strip().splitlines()[-1].startswith("kentongan: cannot serve: ")
+    (tmp_path / "var").rename(tmp_path / "var-of-the-loopback-run")
+
+    exposed = {"KENTONGAN_GATEWAY_HOST": "0.0.0.0"}
+    result = kentongan("serve", env=exposed, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "kentongan: config error: sync.secret: still the demo's secret, and the gateway on 0.0.0.0:8080 is not "
+        "on loopback; set a secret of your own"]
+    own = {**exposed, "KENTONGAN_SYNC_SECRET": "s3cret-of-desa", "KENTONGAN_CENTRAL_STAFF_TOKEN": "t0ken-of-staff",
+           "KENTONGAN_CENTRAL_OPEN311_API_KEY": "k3y-of-open311"}
+    result = kentongan("serve", env=own, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[0].startswith(
+        "kentongan: config error: gateway.callback_secret: empty, and the gateway on 0.0.0.0:8080 is not on "
+        "loopback")
+    assert not (tmp_path / "var").exists()  # refused before anything was opened or served
