@@ -49,6 +49,7 @@ def central_config(config: Config, engine: Engine) -> CentralConfig:
         gateways=own,
         prefixes={gateway_id: config["gateway.ref_prefix"] for gateway_id in own},
         notice=notice_renderer(engine),
+        batch_size=config["sync.batch_size"],
     )
 
 

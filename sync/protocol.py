@@ -33,8 +33,11 @@ import gzip
 import hashlib
 import hmac
 import json
+import math
+import re
 import secrets
 import time
+import zlib
 from types import MappingProxyType
 from typing import Mapping
 
@@ -73,7 +76,7 @@ MAX_SKEW_SECONDS = 300
 
 REFUSALS: Mapping[str, str] = MappingProxyType({
     "unknown-gateway": "central does not know this gateway id",
-    "wrong-secret": "central refuses this gateway's secret",
+    "wrong-secret": "central refuses this gateway's secret, or does not know its id",
     "clock-skew": "this gateway's clock is more than 5 minutes off the central backend's",
     "replayed": "central saw this request before",
     "bad-batch": "central cannot read this gateway's batches",
@@ -82,10 +85,27 @@ REFUSALS: Mapping[str, str] = MappingProxyType({
 """Refusal codes and the words an operator reads for each."""
 
 RETRYABLE_REFUSALS = frozenset({"replayed"})
-"""Refusals a fresh request heals (a new nonce); the others need a person."""
+"""Refusals a fresh request heals (a new nonce); the others need a person.
+
+The central backend answers an unknown gateway id exactly as a known one
+with a wrong secret (`wrong-secret`, same text): its answers never tell
+which gateway ids exist. `unknown-gateway` is what older ones answered.
+"""
 
 
 # -- the batch codec -------------------------------------------------------------
+
+MAX_ITEM_BYTES = 32 * 1024
+"""The most one submission takes in a batch as JSON: a few answers of at most a USSD screen each, and room."""
+BATCH_OVERHEAD_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+"""No message of this protocol nests deeper than a few levels; deeper is refused before it is parsed."""
+
+
+def batch_bytes(batch_size: int) -> int:
+    """The most a batch of `batch_size` items takes, compressed or not: what the central backend reads of one."""
+    return BATCH_OVERHEAD_BYTES + batch_size * MAX_ITEM_BYTES
+
 
 def encode_batch(gateway_id: str, items: list[dict]) -> bytes:
     """A batch as it travels: compact JSON, gzip'd."""
@@ -93,21 +113,80 @@ def encode_batch(gateway_id: str, items: list[dict]) -> bytes:
     return gzip.compress(payload.encode("utf-8"), compresslevel=9, mtime=0)
 
 
-def decode_batch(raw: bytes) -> dict:
-    """The inverse of `encode_batch`; ValueError when it is not a batch."""
+def decode_batch(raw: bytes, max_bytes: int = batch_bytes(5000)) -> dict:
+    """The inverse of `encode_batch`; ValueError when it is not a batch, or unpacks to more than `max_bytes`.
+
+    It is unpacked only up to `max_bytes`, so a small bomb costs no more memory than an honest batch.
+    """
     try:
-        data = json.loads(gzip.decompress(raw))
-    except (OSError, EOFError, ValueError) as error:
+        data = loads(_gunzip(raw, max_bytes))
+    except (OSError, EOFError, zlib.error, ValueError) as error:
         raise ValueError(f"not a gzip'd JSON batch: {error}") from None
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         raise ValueError("a batch is an object with a list of items")
     return data
 
 
+def _gunzip(raw: bytes, max_bytes: int) -> bytes:
+    """One gzip member, unpacked to at most `max_bytes` (ValueError beyond)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = inflater.decompress(raw, max_bytes + 1)
+    if len(out) > max_bytes:
+        raise ValueError(f"it unpacks to more than {max_bytes} bytes")
+    if not inflater.eof:
+        raise ValueError("it is cut short")
+    if inflater.unused_data:
+        raise ValueError("it holds more than one gzip member")
+    return out
+
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def loads(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH):
+    """JSON from outside, as `json.loads`; ValueError when it is not UTF-8 JSON, nests deeper than `max_depth`,
+    or holds what cannot be stored or sent on: NaN, an infinite number, a lone surrogate.
+    """
+    text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+    if _depth(text, max_depth) > max_depth:
+        raise ValueError(f"JSON nested deeper than {max_depth} levels")
+    data = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("JSON text holds a lone surrogate") from None
+    return data
+
+
+def _depth(text: str, most: int) -> int:
+    """How deep `text`'s brackets outside strings nest, counted up to `most` + 1 (a cheap pass per level)."""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).replace("{", "[").replace("}", "]")
+    for level in range(most + 1):
+        if "[" not in brackets:
+            return level
+        brackets = brackets.replace("[]", "")
+    return most + 1
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]} is too large a number")
+    return number
+
+
 # -- signing -----------------------------------------------------------------------
 
 def _mac(secret: str, *parts: str | bytes) -> str:
-    joined = b"\n".join(p.encode() if isinstance(p, str) else p for p in parts)
+    # surrogatepass: a header or path aiohttp decoded from stray bytes still signs (and fails) as bytes
+    joined = b"\n".join(p.encode("utf-8", "surrogatepass") if isinstance(p, str) else p for p in parts)
     return hmac.new(secret.encode(), joined, hashlib.sha256).hexdigest()
 
 
@@ -138,10 +217,10 @@ def check_request(headers: Mapping[str, str], secret: str, method: str, path: st
         raise SignatureError("bad timestamp") from None
     if skew > MAX_SKEW_SECONDS:
         raise ClockSkew("stale request: timestamp more than 5 minutes off")
-    if not 16 <= len(nonce) <= 64:
+    if not 16 <= len(nonce) <= 64 or not nonce.isascii() or not nonce.isprintable():
         raise SignatureError("bad nonce")
     expected = _mac(secret, method.upper(), path, stamp, nonce, hashlib.sha256(body).hexdigest())
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogatepass")):
         raise SignatureError("wrong signature")
     return nonce
 

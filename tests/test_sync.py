@@ -203,9 +203,9 @@ async def test_sync_central_refuses_unsigned_wrong_stale_and_replayed(tmp_path):
                 return response.status, response.headers.get(REFUSAL), await response.text()
 
     try:
-        assert await refused(body) == (401, "unknown-gateway", "unknown or missing gateway")
+        assert await refused(body) == (401, "wrong-secret", "unsigned request")
         stranger = sign_request("desa-9", SECRET, "POST", BATCH_PATH, body)
-        assert await refused(body, stranger) == (401, "unknown-gateway", "unknown or missing gateway")
+        assert await refused(body, stranger) == (401, "wrong-secret", "wrong signature")
         bad = sign_request("desa-1", "wrong-secret", "POST", BATCH_PATH, body)
         assert await refused(body, bad) == (401, "wrong-secret", "wrong signature")
         assert await refused(body, {"X-Kentongan-Gateway": "desa-1"}) == (401, "wrong-secret", "unsigned request")
@@ -234,8 +234,8 @@ async def test_sync_client_raises_refused_for_what_a_person_must_fix(tmp_path):
         async with aiohttp.ClientSession() as http:
             with pytest.raises(Refused) as caught:
                 await SyncClient(central.url, "desa-9", SECRET, http).push([item(1)])
-            assert caught.value.code == "unknown-gateway"
-            assert str(caught.value) == f"{REFUSALS['unknown-gateway']} (unknown or missing gateway)"
+            assert caught.value.code == "wrong-secret"
+            assert str(caught.value) == f"{REFUSALS['wrong-secret']} (wrong signature)"
             with pytest.raises(Refused) as caught:
                 await SyncClient(central.url, "desa-1", "not-the-secret", http).pull(0)
             assert caught.value.code == "wrong-secret" and str(caught.value).startswith(REFUSALS["wrong-secret"])

@@ -121,5 +121,6 @@ async def test_syncer_unknown_gateway_is_refused_in_words(tmp_path, engine, stor
     async with central(tmp_path / "central", engine, port):
         with pytest.raises(Refused) as caught:
             await stranger.round()
-    assert caught.value.code == "unknown-gateway"
-    assert (await sync_state(store))["refused"].startswith("central does not know this gateway")
+    assert caught.value.code == "wrong-secret"  # an unknown id is refused exactly as a wrong secret: ids stay secret
+    assert (await sync_state(store))["refused"].startswith(
+        "central refuses this gateway's secret, or does not know its id")

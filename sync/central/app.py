@@ -6,7 +6,17 @@
                                          since, limit, cursor)
     /api/v1/submissions/{ref}     PATCH  staff: set status (one of `protocol.STATUSES`) and note
 
-Staff calls carry `Authorization: Bearer <central.staff_token>`. Open311
+Staff calls carry `Authorization: Bearer <central.staff_token>`.
+
+Every route reads at most its own body limit (`body_limits`), checked
+against Content-Length before anything is read and again while reading,
+before any signature or key is looked at: the sync batch's comes from
+`CentralConfig.batch_size`. Bodies come uncompressed (a batch is gzip'd by
+its own format, unpacked only up to the same limit): any Content-Encoding
+is a 415. A body that cannot be read (too large, a
+broken encoding or charset) is a 4xx with a reason and one WARNING line.
+An unknown gateway id is refused exactly as a known one with a wrong
+signature. Open311
 GeoReport v2 lives under `/open311/v2/` (see `open311.py`). A refused sync
 request carries `X-Kentongan-Refusal` (see `sync.protocol`).
 
@@ -31,21 +41,34 @@ import json
 import logging
 from typing import AsyncIterator
 
+import secrets
+from typing import Awaitable, Callable
+
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..errors import ClockSkew, SignatureError
-from ..protocol import (BATCH_PATH, GATEWAY, REFUSAL, SILENT_STATUSES, STATUSES, UPDATES_PATH, check_request,
-                        decode_batch, sign_answer)
+from ..protocol import (BATCH_PATH, GATEWAY, REFUSAL, SILENT_STATUSES, STATUSES, UPDATES_PATH, batch_bytes,
+                        check_request, decode_batch, loads, sign_answer)
 from ..thread import StoreThread
 from .config import CentralConfig
-from .open311 import setup_open311
+from .open311 import OPEN311_BODY_LIMIT, create_request, setup_open311
 from .store import Key, NoPrefix, utc_stamp
 
 log = logging.getLogger(__name__)
 
 central_config_key = web.AppKey("central_config", CentralConfig)
 central_store_key = web.AppKey("central_store", StoreThread)
-MAX_BATCH_BYTES = 16 * 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+body_limits_key = web.AppKey("body_limits", dict)
+NO_BODY_LIMIT = 1024
+"""What a route that takes no body reads at most (aiohttp takes 0 for no limit)."""
+STAFF_BODY_LIMIT = 16 * 1024
+MAX_CURSOR = 2 ** 63 - 1
+"""The largest update cursor SQLite can compare."""
+UNKNOWN_SECRET = secrets.token_hex(32)
+"""What an unknown gateway's signature is checked against, so that it is refused as a known one's wrong one."""
 UPDATES_LIMIT = 500
 PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 1000
@@ -58,12 +81,100 @@ def create_central_app(config: CentralConfig) -> web.Application:
 
     Raises ValueError when `config.open311_services` names a code that is not among `config.forms`.
     """
-    app = web.Application(client_max_size=MAX_BATCH_BYTES)
+    app = web.Application(client_max_size=NO_BODY_LIMIT, middlewares=[bounded_body],
+                          handler_args={"logger": ClientErrorLog(logging.getLogger("aiohttp.server"), None)})
     app[central_config_key] = config
+    app[body_limits_key] = {receive_batch: batch_bytes(config.batch_size), change_submission: STAFF_BODY_LIMIT,
+                            create_request: OPEN311_BODY_LIMIT}
     setup_open311(app, config, central_store_key)
     app.cleanup_ctx.append(store_context)
     setup_routes(app)
     return app
+
+
+class ClientErrorLog(logging.LoggerAdapter):
+    """aiohttp's server log, where the client's faults are no ERROR and no traceback: a request aiohttp cannot
+    parse (bad headers, answered 400 by aiohttp) is one WARNING line; a body nobody wanted (it was answered
+    unread) that fails to decode while aiohttp discards it is a DEBUG line. Anything else stays an ERROR
+    with its traceback."""
+
+    def exception(self, msg, *args, exc_info=True, **kwargs) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self.warning(f"{msg}: %s", *args, ascii(_reason(exc_info)))
+        elif isinstance(exc_info, RequestPayloadError):
+            self.debug(f"{msg}: %s", *args, ascii(_reason(exc_info)))
+        else:
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+@web.middleware
+async def bounded_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The route's handler, reading at most the route's body limit; 413 or 400 with a reason when the body
+    is too large or cannot be read (a WARNING line, never a traceback).
+
+    An answer given while part of the body is still unread closes the connection: the client is told
+    (`Connection: close`) rather than finding a kept-alive connection gone, and a body left behind is
+    never parsed as the next request.
+    """
+    limit = request.app[body_limits_key].get(request.match_info.handler, NO_BODY_LIMIT)
+    try:
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise _unreadable(request, web.HTTPUnsupportedMediaType(
+                text=f"the body must not be compressed (Content-Encoding {ascii(encoding[:40])}): a batch is gzip'd "
+                     f"by its own format"))
+        if request.content_length is not None and request.content_length > limit:
+            raise _unreadable(request, web.HTTPRequestEntityTooLarge(max_size=limit,
+                                                                     actual_size=request.content_length))
+        try:
+            response = await handler(request.clone(client_max_size=limit))
+        except web.HTTPRequestEntityTooLarge as error:
+            raise _unreadable(request, error) from None
+        except (RequestPayloadError, HttpProcessingError) as error:
+            request.content.feed_eof()  # broken past here: no lingering read that fails again
+            raise _unreadable(request, web.HTTPBadRequest(text=f"the body cannot be read: {_reason(error)}")) \
+                from None
+        except ConnectionResetError:
+            log.warning("%s %s: the client went away while sending", request.method, ascii(request.path))
+            raise web.HTTPBadRequest(text="the body ended early") from None
+    except web.HTTPException as error:
+        _close_if_unread(request, error)
+        raise
+    _close_if_unread(request, response)
+    return response
+
+
+def _close_if_unread(request: web.Request, response: web.StreamResponse) -> None:
+    if not request.content.is_eof() or request.content.exception() is not None:
+        response.force_close()
+
+
+async def _read(request: web.Request, limit: int) -> bytes:
+    """The body, up to `limit` bytes (413 beyond), read in the stream's own small chunks.
+
+    Unlike `request.read()`, it never grows the stream's buffers to the limit: a large
+    limit costs memory only for a body that is really that large.
+    """
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            size = len(body)
+            body.clear()  # the refusal's traceback keeps this frame alive until a garbage collection
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+    return bytes(body)
+
+
+def _unreadable(request: web.Request, error: web.HTTPError) -> web.HTTPError:
+    log.warning("%s %s refused with %d: %s", request.method, ascii(request.path), error.status, ascii(error.text))
+    return error
+
+
+def _reason(error: Exception) -> str:
+    """What was wrong with a body, in one short line: aiohttp's own words, without its status prefix."""
+    cause = error.__cause__ if isinstance(error.__cause__, HttpProcessingError) else error
+    text = cause.message if isinstance(cause, HttpProcessingError) else str(cause)
+    return " ".join(str(text).split())[:200] or type(error).__name__
 
 
 def setup_routes(app: web.Application) -> None:
@@ -92,18 +203,29 @@ async def _verified(request: web.Request, body: bytes) -> tuple[dict, str, str]:
     """(gateway, secret, nonce) of a correctly signed, fresh, first-seen request; else 401.
 
     The gateway is `CentralStore.gateway`'s; the secret is the one that signed (the
-    current one, or the previous one in its grace period).
+    current one, or the previous one in its grace period). An unknown or missing
+    gateway id is checked against a secret nobody has: every refusal (unsigned,
+    stale, wrong signature) reads as it would for a known id.
     """
     store = request.app[central_store_key]
     gateway_id = request.headers.get(GATEWAY, "")
-    known = await store.call(lambda s: (s.gateway(gateway_id), s.secrets(gateway_id))) if gateway_id else (None, [])
+    known = await store.call(lambda s: (s.gateway(gateway_id), s.secrets(gateway_id))) \
+        if _is_text(gateway_id) else (None, [])
     gateway, secrets = known
+    secret, nonce = _signed_with(request, body, secrets if gateway else [UNKNOWN_SECRET])
     if gateway is None:
-        raise _refuse("unknown-gateway", "unknown or missing gateway")
-    secret, nonce = _signed_with(request, body, secrets)
+        raise _refuse("wrong-secret", "wrong signature")  # only a forged UNKNOWN_SECRET gets here
     if not await store.call(lambda s: s.use_nonce(gateway_id, nonce)):
         raise _refuse("replayed", "replayed request")
     return gateway, secret, nonce
+
+
+def _is_text(value: str) -> bool:
+    """Whether a header is non-empty text the store can look up (aiohttp decodes stray bytes as surrogates)."""
+    try:
+        return bool(value) and bool(value.encode())
+    except UnicodeEncodeError:
+        return False
 
 
 def _signed_with(request: web.Request, body: bytes, secrets: list[str]) -> tuple[str, str]:
@@ -128,11 +250,11 @@ def _signed_json(data: dict, secret: str, nonce: str) -> web.Response:
 
 
 async def receive_batch(request: web.Request) -> web.Response:
-    raw = await request.read()
+    raw = await _read(request, batch_bytes(request.app[central_config_key].batch_size))
     gateway, secret, nonce = await _verified(request, raw)
     gateway_id = gateway["id"]
     try:
-        batch = decode_batch(raw)
+        batch = decode_batch(raw, batch_bytes(request.app[central_config_key].batch_size))
     except ValueError as error:
         raise _refuse("bad-batch", str(error), web.HTTPBadRequest) from None
     if batch.get("gateway") not in (None, gateway_id):
@@ -148,10 +270,9 @@ async def receive_batch(request: web.Request) -> web.Response:
 
 async def send_updates(request: web.Request) -> web.Response:
     gateway, secret, nonce = await _verified(request, b"")
-    try:
-        since = int(request.query.get("since", "0"))
-    except ValueError:
-        raise web.HTTPBadRequest(text="since must be a whole number") from None
+    since = _parsed(request.query.get("since"), int, "since must be a whole number from 0") or 0
+    if not 0 <= since <= MAX_CURSOR:
+        raise web.HTTPBadRequest(text=f"since must be a whole number from 0 to {MAX_CURSOR}")
     updates = await request.app[central_store_key].call(lambda s: s.updates(gateway["id"], since, UPDATES_LIMIT))
     cursor = updates[-1]["seq"] if updates else since
     return _signed_json({"updates": updates, "cursor": cursor, "prefix": gateway["prefix"]}, secret, nonce)
@@ -162,7 +283,7 @@ async def send_updates(request: web.Request) -> web.Response:
 def _staff(request: web.Request) -> None:
     token = request.app[central_config_key].staff_token
     given = request.headers.get("Authorization", "")
-    if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    if not token or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), f"Bearer {token}".encode()):
         raise web.HTTPUnauthorized(text="staff token required: Authorization: Bearer <central.staff_token>")
 
 
@@ -180,8 +301,8 @@ def encode_cursor(key: Key) -> str:
 def decode_cursor(text: str) -> Key:
     """The inverse of `encode_cursor`; ValueError when `text` is not one."""
     try:
-        key = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        key = loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (binascii.Error, ValueError):
         raise ValueError("not a cursor") from None
     if not (isinstance(key, list) and len(key) == 2 and all(isinstance(part, str) for part in key)
             and utc_stamp(key[0]) == key[0]):
@@ -230,10 +351,7 @@ async def list_submissions(request: web.Request) -> web.Response:
 
 async def change_submission(request: web.Request) -> web.Response:
     _staff(request)
-    try:
-        data = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="body must be JSON: {\"status\": ..., \"note\": ...}") from None
+    data = await _json_body(request, "body must be UTF-8 JSON: {\"status\": ..., \"note\": ...}")
     status, note = (data.get("status"), data.get("note", "")) if isinstance(data, dict) else (None, "")
     if status not in STATUSES:
         raise web.HTTPBadRequest(text=f"status must be one of {', '.join(STATUSES)}")
@@ -247,6 +365,17 @@ async def change_submission(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"no submission {ref}")
     return web.json_response({**_public(row), "sms": _sms(request.app[central_config_key], row),
                               "also_notified": row["also_notified"]})
+
+
+async def _json_body(request: web.Request, reason: str):
+    """The body as JSON (`protocol.loads`: bounded depth, finite numbers, valid text); a 400 with `reason` and
+    one WARNING line when it is not."""
+    if request.charset and request.charset.lower() not in ("utf-8", "utf8"):
+        raise _unreadable(request, web.HTTPBadRequest(text=f"{reason} (charset {request.charset[:40]!r})"))
+    try:
+        return loads(await request.read())
+    except ValueError as error:
+        raise _unreadable(request, web.HTTPBadRequest(text=f"{reason} ({_reason(error)})")) from None
 
 
 def _sms(config: CentralConfig, row: dict) -> dict | None:

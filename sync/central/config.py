@@ -38,7 +38,9 @@ class CentralConfig:
     first free one when absent). `clock` is what the store reads as now:
     tests hand in one they move. `notice`, when given, renders the SMS a
     status change sends (the backend knows no catalogs), so that staff are
-    told what their note becomes.
+    told what their note becomes. `batch_size` is the most items a gateway
+    sends in one batch (`sync.batch_size`): it sets how much of a sync
+    request the backend reads at all.
     """
 
     data_dir: Path
@@ -52,6 +54,7 @@ class CentralConfig:
     prefixes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     clock: Callable[[], dt.datetime] = utc_now
     notice: NoticeRenderer | None = None
+    batch_size: int = 100
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a caller's dicts cannot change the running backend.

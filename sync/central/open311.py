@@ -19,13 +19,20 @@ Which services appear, and how their answers map to Open311 fields, comes
 from the forms (`service.py`): only the services named in
 `CentralConfig.open311_services` (by default the problem report) are
 exposed. Voter registrations and permits carry NIK and names. Lists are
-filtered, ordered and limited by the store in SQL.
+filtered, ordered and limited by the store in SQL; only the rows returned
+are unsealed. A POST body is read up to `OPEN311_BODY_LIMIT` (the app's
+`bounded_body`), must be UTF-8 text fields, and its coordinates finite
+numbers on the globe: nothing else is stored, and nothing but JSON and
+well-formed XML goes out.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
+import logging
+import math
+import re
 from dataclasses import dataclass
 from typing import Callable
 from xml.etree import ElementTree as ET
@@ -38,6 +45,14 @@ from .config import CentralConfig
 from .service import open311_services
 from .store import CentralStore, utc_stamp
 
+log = logging.getLogger(__name__)
+
+OPEN311_BODY_LIMIT = 64 * 1024
+"""The most a POST of one request reads: a description of 1000 characters and a few fields, with room."""
+MAX_REFS = 100
+"""The most service_request_ids one list asks for."""
+_REF = re.compile(r"^[0-9A-Z]{6,8}$")
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 FORMATS = ("json", "xml")
 OPEN = ("received", "review", "in_progress")
 CLOSED = ("resolved", "rejected")
@@ -90,11 +105,12 @@ def _store(request: web.Request) -> StoreThread[CentralStore]:
 # -- rendering -------------------------------------------------------------------
 
 def _xml_value(value) -> str:
+    """Text XML 1.0 can carry: characters it forbids (controls, lone surrogates) are left out."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return _NOT_XML.sub("", str(value))
 
 
 def _xml(parent: ET.Element, tag: str, data) -> None:
@@ -124,7 +140,7 @@ def render(fmt: str, root: str, item: str, rows: list[dict], status: int = 200) 
 def _format(request: web.Request) -> str:
     fmt = request.match_info["fmt"]
     if fmt not in FORMATS:
-        raise Open311Error(400, f"format must be json or xml, not {fmt!r}")
+        raise Open311Error(400, f"format must be json or xml, not {ascii(fmt[:40])}")
     return fmt
 
 
@@ -156,7 +172,7 @@ async def service_list(request: web.Request, fmt: str) -> web.Response:
 async def service_definition(request: web.Request, fmt: str) -> web.Response:
     service = request.app[open311_key].services.get(request.match_info["code"])
     if service is None:
-        raise Open311Error(404, f"service_code {request.match_info['code']!r} was not found")
+        raise Open311Error(404, f"service_code {ascii(request.match_info['code'][:40])} was not found")
     attributes = [{**{k: a[k] for k in ATTRIBUTE_FIELDS}, "values": a["values"]} for a in service["attributes"]]
     definition = {"service_code": service["service_code"], "attributes": attributes}
     if fmt == "json":
@@ -188,10 +204,17 @@ def _as_request(row: dict, service: dict, agency: str) -> dict:
         "address": str(answers.get(fields.get("address", ""), "") or ""),
         "address_id": None,
         "zipcode": None,
-        "lat": answers.get("lat"),
-        "long": answers.get("long"),
+        "lat": _coordinate(answers.get("lat"), 90),
+        "long": _coordinate(answers.get("long"), 180),
         "media_url": None,
     }
+
+
+def _coordinate(value, most: float) -> float | None:
+    """`value` when it is a finite number from -`most` to `most`, else None: JSON has no NaN or Infinity."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and -most <= value <= most else None
 
 
 def _when(text: str, name: str) -> str:
@@ -220,6 +243,9 @@ async def request_list(request: web.Request, fmt: str) -> web.Response:
     codes = list(settings.services)
     if query.get("service_request_id"):
         refs = sorted({part.strip().upper() for part in query["service_request_id"].split(",") if part.strip()})
+        if len(refs) > MAX_REFS:
+            raise Open311Error(400, f"service_request_id names at most {MAX_REFS} requests")
+        refs = [ref for ref in refs if _REF.match(ref)]
         rows = await _store(request).call(lambda s: s.service_requests(codes, refs=refs, limit=LIST_LIMIT))
     else:
         start = _when(query["start_date"], "start_date") if query.get("start_date") else \
@@ -240,9 +266,9 @@ async def request_list(request: web.Request, fmt: str) -> web.Response:
 async def one_request(request: web.Request, fmt: str) -> web.Response:
     settings = request.app[open311_key]
     ref = request.match_info["id"].upper()
-    row = await _store(request).call(lambda s: s.submission(ref))
+    row = await _store(request).call(lambda s: s.submission(ref)) if _REF.match(ref) else None
     if row is None or row["service"] not in settings.services:
-        raise Open311Error(404, f"service_request_id {ref!r} was not found")
+        raise Open311Error(404, f"service_request_id {ascii(ref[:40])} was not found")
     return render(fmt, "service_requests", "request",
                   [_as_request(row, settings.services[row["service"]], settings.agency)])
 
@@ -250,31 +276,28 @@ async def one_request(request: web.Request, fmt: str) -> web.Response:
 @_handler
 async def create_request(request: web.Request, fmt: str) -> web.Response:
     settings = request.app[open311_key]
-    form = await request.post()
-    key = str(form.get("api_key", ""))
+    form = await _form(request)
+    key = form.get("api_key", "")
     if not key:
         raise Open311Error(400, "api_key is required")
     if not settings.api_key or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
         raise Open311Error(403, "Invalid api_key received -- can't proceed with create_request.")
-    code = str(form.get("service_code", ""))
+    code = form.get("service_code", "")
     if not code:
         raise Open311Error(400, "service_code is required")
     service = settings.services.get(code)
     if service is None:
-        raise Open311Error(404, f"service_code {code!r} was not found")
+        raise Open311Error(404, f"service_code {ascii(code[:40])} was not found")
     lat, long_ = form.get("lat"), form.get("long")
-    address = str(form.get("address_string") or form.get("address_id") or "").strip()
+    address = (form.get("address_string") or form.get("address_id") or "").strip()
     answers: dict = {}
     if lat and long_:
-        try:
-            answers["lat"], answers["long"] = float(lat), float(long_)
-        except ValueError:
-            raise Open311Error(400, "lat and long must be numbers") from None
+        answers["lat"], answers["long"] = _number(lat, 90), _number(long_, 180)
         address = address or f"{answers['lat']:.6f},{answers['long']:.6f}"
     if not address:
         raise Open311Error(400, "a location is required: lat and long, address_string or address_id")
     fields = service["fields"]
-    description = str(form.get("description", "")).strip()
+    description = form.get("description", "").strip()
     if "description" in fields:
         if not description:
             raise Open311Error(400, "description is required")
@@ -282,7 +305,7 @@ async def create_request(request: web.Request, fmt: str) -> web.Response:
     if "address" in fields:
         answers[fields["address"]] = address[:200]
     for attribute in service["attributes"]:
-        value = str(form.get(f"attribute[{attribute['code']}]", "")).strip()
+        value = form.get(f"attribute[{attribute['code']}]", "").strip()
         if not value and attribute["required"]:
             raise Open311Error(400, f"attribute[{attribute['code']}] is required")
         allowed = {v["key"] for v in attribute["values"]}
@@ -290,7 +313,52 @@ async def create_request(request: web.Request, fmt: str) -> web.Response:
             raise Open311Error(400, f"attribute[{attribute['code']}] must be one of {', '.join(sorted(allowed))}")
         if value:
             answers[attribute["code"]] = value[:200]
-    phone = str(form.get("phone", "")).strip()[:32]
+    phone = form.get("phone", "").strip()[:32]
     row = await _store(request).call(lambda s: s.add_direct(service["service_code"], answers, phone, "open311"))
     return render(fmt, "service_requests", "request",
                   [{"service_request_id": row["ref"], "service_notice": "", "account_id": None}])
+
+
+FORM_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    """The POST's fields as text (the first of each name); an Open311 400 with a reason, and one WARNING line,
+    for a body that is not UTF-8 text fields (another charset, stray bytes, a file, a broken multipart body)."""
+    charset = request.charset
+    if charset and charset.lower() not in FORM_CHARSETS:
+        raise _malformed(request, f"the body must be UTF-8, not charset {ascii(charset[:40])}")
+    try:
+        form = await request.post()
+    except (ValueError, LookupError, AssertionError) as error:  # UnicodeDecodeError is a ValueError
+        raise _malformed(request, f"the body cannot be read as form fields: {type(error).__name__}") from None
+    fields: dict[str, str] = {}
+    for name, value in form.items():
+        if not isinstance(value, str) or not _is_text(name) or not _is_text(value):
+            raise _malformed(request, f"field {ascii(str(name)[:40])} must be UTF-8 text")
+        fields.setdefault(name, value)
+    return fields
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _malformed(request: web.Request, reason: str) -> Open311Error:
+    log.warning("%s %s refused with 400: %s", request.method, ascii(request.path), reason)
+    return Open311Error(400, reason)
+
+
+def _number(text: str, most: float) -> float:
+    """A coordinate typed as text: a finite number from -`most` to `most`, else a 400 that says so."""
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or not -most <= number <= most:
+        raise Open311Error(400, "lat and long must be numbers: lat from -90 to 90, long from -180 to 180")
+    return number

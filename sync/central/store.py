@@ -552,7 +552,8 @@ class CentralStore(Database):
 
     def _open(self, row: dict) -> dict:
         row = dict(row)
-        row["answers"] = json.loads(self.sealer.open(row["answers"]))
+        # A NaN or Infinity stored before ingestion refused them reads as None: answers go out as JSON.
+        row["answers"] = json.loads(self.sealer.open(row["answers"]), parse_constant=lambda _: None)
         row["phone"] = self.sealer.open(row["phone"])
         return row
 
