@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import contextlib
 import hmac
 import logging
+import resource
 import signal
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -19,9 +21,10 @@ from sync.central import create_central_app
 from sync.database import Clock, utc_now
 
 from .central import central_config
-from .config import Config
-from .resources import (Rules, clock_key, config_key, engine_key, in_background, keywords_key, load_engine,
-                        rules_key, store_context, store_key)
+from .config import SETTINGS, Config
+from .log import client_error_logger
+from .resources import (Rules, clock_key, config_key, engine_key, housekeep, in_background, keywords_key,
+                        load_engine, rules_key, store_context, store_key)
 from .sender import sender_context
 from .sms import delivery_callback, inbound_callback
 from .syncer import syncer_context
@@ -31,7 +34,12 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 HOUSEKEEPING_SECONDS = 3600
-KEEP_INBOUND_IDS = dt.timedelta(days=7)
+SHUTDOWN_SECONDS = 10.0
+"""How long a stopping server waits for requests in flight; well within a service manager's patience."""
+CAP_LOG_SECONDS = 60.0
+"""At most one log line per server per this many seconds about connections refused at the cap."""
+REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 27\r\n"
+           b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many connections, retry")
 CALLBACK_PREFIXES = ("/ussd/", "/sms/")
 
 
@@ -55,6 +63,22 @@ def create_app(config: Config, clock: Clock = utc_now, engine: Engine | None = N
     return app
 
 
+def _default(name: str):
+    return next(setting.default for setting in SETTINGS if setting.name == name)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What bounds the connections of one server, whatever arrives on them (`server.*` settings)."""
+
+    idle_seconds: float = _default("server.idle_seconds")
+    max_connections: int = _default("server.max_connections")
+
+    @classmethod
+    def from_config(cls, config: Config) -> ServerLimits:
+        return cls(config["server.idle_seconds"], config["server.max_connections"])
+
+
 @dataclass(frozen=True)
 class Served:
     """One app `kentongan serve` runs, and where."""
@@ -63,6 +87,7 @@ class Served:
     app: web.Application
     host: str
     port: int
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 def create_apps(config: Config, engine: Engine) -> list[Served]:
@@ -70,10 +95,12 @@ def create_apps(config: Config, engine: Engine) -> list[Served]:
 
     First, so that the gateway's first sync round finds it up.
     """
-    apps = [Served("gateway", create_app(config, engine=engine), config["gateway.host"], config["gateway.port"])]
+    limits = ServerLimits.from_config(config)
+    apps = [Served("gateway", create_app(config, engine=engine), config["gateway.host"], config["gateway.port"],
+                   limits)]
     if config["central.embedded"]:
         central = create_central_app(central_config(config, engine))
-        apps.insert(0, Served("central backend", central, config["central.host"], config["central.port"]))
+        apps.insert(0, Served("central backend", central, config["central.host"], config["central.port"], limits))
     return apps
 
 
@@ -81,24 +108,103 @@ def run_apps(apps: list[Served]) -> None:
     """Serve `apps` on one event loop until SIGINT or SIGTERM; raises OSError when a port is taken."""
 
     async def serve_all() -> None:
-        runners = []
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        try:
-            for served in apps:
-                runner = web.AppRunner(served.app, access_log=None)
-                await runner.setup()
-                runners.append(runner)
-                await web.TCPSite(runner, served.host, served.port).start()
-                log.info("%s on http://%s:%d", served.name, served.host, served.port)
+        async with serving(apps):
             await stop.wait()
-        finally:
-            for runner in reversed(runners):
-                await runner.cleanup()
 
     asyncio.run(serve_all())
+
+
+@contextlib.asynccontextmanager
+async def serving(apps: list[Served]) -> AsyncIterator[list[str]]:
+    """Serve `apps` for the block, each within its limits; yields their base URLs (a port 0 is the kernel's pick).
+
+    aiohttp closes a connection that sent no complete request head within
+    its `keepalive_timeout`, counted from the connection's start or its last
+    answer, however many bytes trickle in: that one setting closes idle and
+    slowloris connections alike.
+    """
+    cap = connection_cap([served.limits.max_connections for served in apps])
+    runners, listeners, urls = [], [], []
+    try:
+        for served, most in zip(apps, cap):
+            runner = web.AppRunner(served.app, access_log=None, logger=client_error_logger(),
+                                   keepalive_timeout=served.limits.idle_seconds, shutdown_timeout=SHUTDOWN_SECONDS)
+            await runner.setup()
+            runners.append(runner)
+            listener = await asyncio.get_running_loop().create_server(
+                CappedConnections(runner.server, served.name, most), served.host, served.port, backlog=128)
+            listeners.append(listener)
+            port = listener.sockets[0].getsockname()[1]
+            urls.append(f"http://{served.host}:{port}")
+            log.info("%s on %s (at most %d connections)", served.name, urls[-1], most)
+        yield urls
+    finally:
+        for listener in listeners:
+            listener.close()
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def connection_cap(wanted: list[int]) -> list[int]:
+    """Each server's cap: as wanted, lowered so that together they stay within half the open-file limit.
+
+    The other half is for the stores, logs and outgoing connections: past
+    the limit, accept() fails and asyncio logs every attempt.
+    """
+    files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if files == resource.RLIM_INFINITY:
+        return wanted
+    share = max(1, files // 2 // len(wanted))
+    if any(most > share for most in wanted):
+        log.warning("server.max_connections lowered to %d per server: the open-file limit is %d", share, files)
+    return [min(most, share) for most in wanted]
+
+
+class CappedConnections:
+    """The protocol factory of a listening socket: aiohttp's handler while under the cap, else a 503.
+
+    A connection is counted from the moment it is accepted: aiohttp lists it
+    in `server.connections` only one turn of the loop later, after a whole
+    burst of accepts, so the ones accepted in this turn are counted here.
+    """
+
+    def __init__(self, server: web.Server, name: str, most: int):
+        self.server, self.name, self.most = server, name, most
+        self.accepted = 0
+        self.refused = 0
+        self.logged_at = -CAP_LOG_SECONDS
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if self.accepted == 0:
+            asyncio.get_running_loop().call_soon(self._settle)
+        if len(self.server.connections) + self.accepted >= self.most:
+            self._refuse()
+            return _Refusal()
+        self.accepted += 1
+        return self.server()
+
+    def _settle(self) -> None:
+        self.accepted = 0
+
+    def _refuse(self) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self.logged_at >= CAP_LOG_SECONDS:
+            log.warning("%s: %d connections open, its cap (server.max_connections); %d refused with 503 "
+                        "since the last such line", self.name, self.most, self.refused)
+            self.logged_at, self.refused = now, 0
+
+
+class _Refusal(asyncio.Protocol):
+    """A connection past the cap: answered 503 at once and closed, so its file is free again."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(REFUSAL)
+        transport.close()
 
 
 def setup_routes(app: web.Application) -> None:
@@ -142,16 +248,15 @@ async def error_middleware(request: web.Request, handler):
 
 
 async def housekeeping_context(app: web.Application) -> AsyncIterator[None]:
-    """Hourly: delete USSD sessions nobody can resume any more, and week-old incoming SMS ids."""
-    keep = dt.timedelta(hours=app[config_key]["ussd.keep_sessions_hours"])
+    """Hourly: delete what is kept no longer (see `resources.housekeep`): old USSD sessions and SMS ids,
+    personal fields past `privacy.retention_days`, final SMS past `sms.keep_days`."""
 
     async def loop() -> None:
         while True:
             try:
-                gone = await app[store_key].call(lambda store: store.purge_sessions(keep))
-                if gone:
-                    log.info("deleted %d old USSD sessions", gone)
-                await app[store_key].call(lambda store: store.purge_inbound(KEEP_INBOUND_IDS))
+                gone = await app[store_key].call(housekeep, app[config_key])
+                if any(gone.values()):
+                    log.info("housekeeping deleted %s", ", ".join(f"{n} {what}" for what, n in gone.items() if n))
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_SECONDS)

@@ -28,12 +28,12 @@ from sync.errors import BatchFileError, StoreError, SyncError
 from sync.outbox import STATES as OUTBOX_STATES
 from sync.store import DATABASE_NAME, Store
 
-from .app import Served, create_apps, run_apps
+from .app import Served, ServerLimits, create_apps, run_apps
 from .central import central_config
 from .config import Config, load_config
 from .errors import ConfigError
 from .log import mask_phone, setup_logging
-from .resources import Rules, load_engine
+from .resources import Rules, housekeep, load_engine
 from .safety import exposure_problem
 from .syncer import export_file, import_file, sync_once
 
@@ -149,7 +149,8 @@ def central_serve(config_path) -> None:
     with _opened(config_path, engine=True, require_file=False) as opened:
         config = opened.config
         app = create_central_app(opened.central_config)
-    _serve([Served("central backend", app, config["central.host"], config["central.port"])], config)
+    _serve([Served("central backend", app, config["central.host"], config["central.port"],
+                   ServerLimits.from_config(config))], config)
 
 
 @main.command()
@@ -255,6 +256,19 @@ def outbox(config_path, state: str | None, limit: int, as_json: bool) -> None:
         why = f" ({row['reason']})" if row["reason"] else ""
         click.echo(f"{row['created_at'][:19]} {row['to']} {row['kind']} {row['state']} "
                    f"x{row['attempts']}{why}: {row['text']}")
+
+
+@main.command()
+@config_option
+def purge(config_path) -> None:
+    """Delete now what is kept no longer (serve does it hourly): personal fields of acknowledged submissions
+    past privacy.retention_days, final SMS past sms.keep_days, old USSD sessions and SMS ids."""
+    with _opened(config_path, store=True) as opened:
+        gone = housekeep(opened.store, opened.config)
+        days = opened.config["privacy.retention_days"]
+    click.echo(f"{gone['submissions_erased']} submissions acknowledged over {days} days ago erased to reference, "
+               f"service, status and dates; {gone['sms']} old SMS, {gone['ussd_sessions']} USSD sessions and "
+               f"{gone['sms_ids']} SMS ids deleted")
 
 
 @main.command("sync")

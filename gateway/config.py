@@ -35,6 +35,7 @@ NON_SETTING_VARIABLES: Mapping[str, str] = MappingProxyType({
     "KENTONGAN_REQUIRE_SERVICES": "Tests that need PostgreSQL or Redis fail instead of skipping (CI sets it).",
     "KENTONGAN_REQUIRE_BROWSER": "Browser tests fail instead of skipping when Chromium is absent.",
     "KENTONGAN_REGEN_TRANSCRIPTS": "With 1, the USSD tests rewrite the golden transcripts in tests/transcripts/.",
+    "KENTONGAN_FUZZ": "With long, the hostile-input property tests send 10,000 requests per server instead of 2,000.",
 })
 
 
@@ -144,6 +145,14 @@ SETTINGS: tuple[Setting, ...] = (
             "unique per gateway, so references never collide."),
     Setting("gateway.callback_secret", "", _string,
             "When set, every callback URL must carry ?key=<this secret>; otherwise 403.", secret=True),
+    Setting("server.idle_seconds", 15.0, _seconds(0.05, 3600),
+            "Every server (gateway, central backend) closes a connection that has not sent a complete "
+            "request head for this long: idle keep-alive connections and slow (slowloris) headers alike."),
+    Setting("server.read_seconds", 10.0, _seconds(0.05, 600),
+            "How long the body of a USSD or SMS callback may take to arrive; a slower one gets 408."),
+    Setting("server.max_connections", 256, _integer(1, 100_000),
+            "Open connections each server takes; more are answered 503 and closed. Lowered at start to "
+            "half the open-file limit shared by the servers, so a flood never runs the process out of files."),
     Setting("ussd.resume_minutes", 5, _integer(0, 24 * 60),
             "A caller whose session dropped and who dials again within this many minutes "
             "is offered to continue; 0 turns the offer off."),
@@ -175,6 +184,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Answers to HELP and to text the gateway does not understand, per number per hour; more are "
             "suppressed, so two machines answering each other cannot loop. Confirmations, acknowledgements "
             "and status answers are never held back."),
+    Setting("sms.keep_days", 30, _integer(1, 3650),
+            "SMS in a final state (delivered, failed, dead, expired, suppressed) are deleted after this many "
+            "days; queued and sent ones are kept whatever their age."),
+    Setting("privacy.retention_days", 90, _integer(1, 36500),
+            "Days after which a submission the central backend has acknowledged keeps only its reference, "
+            "service, status, note and dates: answers and phone number are erased (kentongan purge, and "
+            "hourly in serve). Not yet acknowledged: kept whole."),
     Setting("sms.pending_minutes", 60, _integer(1, 24 * 60),
             "How long an SMS report without a place waits for the SMS that gives it; a place sent later "
             "is told the report expired."),

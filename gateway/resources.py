@@ -45,6 +45,18 @@ class Rules:
         )
 
 
+KEEP_INBOUND_IDS = dt.timedelta(days=7)
+"""How long an incoming SMS id is remembered: no provider redelivers later than that."""
+
+
+def housekeep(store: Store, config: Config) -> dict[str, int]:
+    """Delete what `config` says is kept no longer (`serve` hourly, `kentongan purge` now): how many of each."""
+    return store.housekeep(sessions=dt.timedelta(hours=config["ussd.keep_sessions_hours"]),
+                           inbound=KEEP_INBOUND_IDS,
+                           personal=dt.timedelta(days=config["privacy.retention_days"]),
+                           final_sms=dt.timedelta(days=config["sms.keep_days"]))
+
+
 config_key = web.AppKey("config", Config)
 engine_key = web.AppKey("engine", Engine)
 keywords_key = web.AppKey("keywords", Keywords)

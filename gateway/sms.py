@@ -38,7 +38,7 @@ from flows.validate import Invalid
 from sync.store import Store
 
 from . import turn
-from .callback import BadCallback, e164, require
+from .callback import BadCallback, e164, printable, read_form, refuse, require
 from .log import mask_phone
 from .resources import Rules, engine_key, keywords_key, rules_key, sender_key, store_key
 
@@ -70,26 +70,31 @@ class Reply(NamedTuple):
 
 
 def parse_inbound(form) -> Inbound | None:
-    """The incoming SMS in `form`, or None when it comes from a sender name or a short code.
+    """The incoming SMS in `form` (text, as `read_form` gives it), or None when it comes from a sender
+    name or a short code.
 
     Raises `BadCallback` when the form is malformed.
     """
     require(form, "from", "text", "id")
-    message_id = str(form["id"]).strip()
-    if not message_id or len(message_id) > MAX_ID:
-        raise BadCallback(f"id must be 1-{MAX_ID} characters")
-    text = str(form["text"])
+    message_id = printable(form, "id", MAX_ID)
+    text = form["text"]
     if len(text) > MAX_SMS_TEXT:
         raise BadCallback(f"text is longer than {MAX_SMS_TEXT} characters")
-    sender = str(form["from"]).strip()
+    sender = printable(form, "from", 32)
     if _NO_PHONE.fullmatch(sender):
         return None
-    link_id, short_code = str(form.get("linkId", "")).strip(), str(form.get("to", "")).strip()
-    if len(link_id) > MAX_ID:
-        raise BadCallback(f"linkId is longer than {MAX_ID} characters")
+    link_id = printable(form, "linkId", MAX_ID, needed=False)
+    short_code = printable(form, "to", 32, needed=False)
     if link_id and not short_code:
         raise BadCallback("to (the short code) is needed with a linkId")
     return Inbound(message_id, e164(sender, "from"), text, short_code, link_id)
+
+
+def parse_delivery(form) -> tuple[str, str, str | None]:
+    """The provider's message id, the status and the failure reason (or None) of a delivery report."""
+    require(form, "id", "status")
+    return (printable(form, "id", MAX_ID), printable(form, "status", 32),
+            printable(form, "failureReason", 200, needed=False) or None)
 
 
 def sms_turn(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms: Inbound) -> str | None:
@@ -194,14 +199,14 @@ def _language(engine: Engine, argument: str) -> str | None:
 
 
 async def inbound_callback(request: web.Request) -> web.Response:
-    form = await request.post()
     try:
+        form = await read_form(request)
         sms = parse_inbound(form)
     except BadCallback as error:
-        raise web.HTTPBadRequest(text=str(error)) from None
+        raise refuse(request, error) from None
     if sms is None:
-        log.info("sms %r from %s, a sender name or short code: nobody to answer, dropped",
-                 str(form["id"])[:64], str(form["from"]).strip())  # %r: an id cannot forge a log line
+        log.info("sms %s from %s, a sender name or short code: nobody to answer, dropped",
+                 form["id"].strip(), form["from"].strip())
         return web.Response(text="OK (not from a phone: dropped)")
     app = request.app
     state = await app[store_key].call(sms_turn, app[engine_key], app[keywords_key], app[rules_key], sms)
@@ -211,15 +216,12 @@ async def inbound_callback(request: web.Request) -> web.Response:
 
 
 async def delivery_callback(request: web.Request) -> web.Response:
-    form = await request.post()
     try:
-        require(form, "id", "status")
+        provider_id, status, reason = parse_delivery(await read_form(request))
     except BadCallback as error:
-        raise web.HTTPBadRequest(text=str(error)) from None
-    provider_id, status = str(form["id"]), str(form["status"])
-    reason = str(form.get("failureReason", "")) or None
+        raise refuse(request, error) from None
     state = await request.app[store_key].call(lambda store: store.outbox.report(provider_id, status, reason))
     if state is None:
-        log.warning("delivery report for unknown message %s (%s)", provider_id[:64], status[:32])
+        log.warning("delivery report for unknown message %s (%s)", provider_id, status)
         return web.Response(text="OK (unknown id)")
     return web.Response(text="OK")

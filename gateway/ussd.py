@@ -24,7 +24,7 @@ from flows import Context, Engine, SessionOutdated, Turn
 from sync.store import Store
 
 from . import turn
-from .callback import BadCallback, e164, require
+from .callback import BadCallback, e164, printable, read_form, refuse, require
 from .log import mask_phone
 from .resources import Rules, engine_key, rules_key, sender_key, store_key
 
@@ -46,21 +46,15 @@ class Hop:
 
 
 def parse_hop(form) -> Hop:
-    """Check the callback form; raise `BadCallback` with the reason."""
+    """Check the callback form (text, as `read_form` gives it); raise `BadCallback` with the reason."""
     require(form, "sessionId", "serviceCode", "phoneNumber", "text")
-    session_id = str(form["sessionId"]).strip()
-    service_code = str(form["serviceCode"]).strip()
-    text = str(form["text"])
-    network = str(form.get("networkCode", "")).strip()
-    if not session_id or len(session_id) > MAX_ID or not session_id.isprintable():
-        raise BadCallback(f"sessionId must be 1-{MAX_ID} printable characters")
-    if not service_code or len(service_code) > 64:
-        raise BadCallback("serviceCode must be 1-64 characters, like *384*1#")
+    session_id = printable(form, "sessionId", MAX_ID)
+    service_code = printable(form, "serviceCode", 64)
+    text = form["text"]
+    network = printable(form, "networkCode", 32, needed=False)
     if len(text) > MAX_TEXT:
         raise BadCallback(f"text is longer than {MAX_TEXT} characters")
-    if len(network) > 32:
-        raise BadCallback("networkCode is longer than 32 characters")
-    return Hop(session_id, service_code, e164(str(form["phoneNumber"])), text, network)
+    return Hop(session_id, service_code, e164(form["phoneNumber"]), text, network)
 
 
 def newest_input(history: str, text: str) -> str | None:
@@ -129,11 +123,11 @@ def _first_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, ctx: Conte
 
 async def ussd_callback(request: web.Request) -> web.Response:
     try:
-        hop = parse_hop(await request.post())
+        hop = parse_hop(await read_form(request))
         store = request.app[store_key]
         body = await store.call(ussd_turn, request.app[engine_key], request.app[rules_key], hop)
     except BadCallback as error:
-        raise web.HTTPBadRequest(text=str(error)) from None
+        raise refuse(request, error) from None
     if body.startswith("END "):
         request.app[sender_key].wake()
     return web.Response(text=body, content_type="text/plain")

@@ -196,6 +196,18 @@ class Outbox:
         with self._store.transaction():
             self._db["outbox"].update(message_id, values)
 
+    def purge(self, older_than: dt.timedelta) -> int:
+        """Delete rows in a final state last touched before `older_than` ago; return how many went.
+
+        A row still queued, sending or sent (a delivery report may follow) is
+        kept whatever its age.
+        """
+        final = ", ".join(f"'{state}'" for state in sorted(FINAL))
+        with self._store.transaction():
+            cursor = self._db.execute(f"DELETE FROM outbox WHERE state IN ({final}) AND updated_at < ?",
+                                      [self._store.stamp(self._now() - older_than)])
+        return cursor.rowcount
+
     def counts(self) -> dict[str, int]:
         found = dict(self._db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
         return {state: found.get(state, 0) for state in STATES}

@@ -90,12 +90,19 @@ def _v4(db: sqlite_utils.Database) -> None:
     db["sms_pending"].create_index(["expires_at"])
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    """When a submission's personal fields were erased (`purge_personal`): they are erased once."""
+    db["submissions"].add_column("purged_at", str)
+    db["submissions"].create_index(["sync_state", "purged_at", "created_at"])
+    db["outbox"].create_index(["state", "updated_at"])  # final rows past sms.keep_days go
+
+
 _STATUS_KEYS = ("ref", "service", "status", "created_at", "note", "status_at")
 _STATUS_COLUMNS = ", ".join(_STATUS_KEYS)
 """What a caller may see of their own submission."""
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 class Store(Database):
@@ -187,6 +194,38 @@ class Store(Database):
             cursor = self.db.execute("DELETE FROM sms_inbound WHERE received_at < ?",
                                      [_stamp(self.clock() - older_than)])
             return cursor.rowcount + self.pending.purge()
+
+    def purge_personal(self, older_than: dt.timedelta) -> int:
+        """Erase what villagers told in submissions made before `older_than` ago that the central
+        backend has acknowledged; return how many were erased.
+
+        What stays: reference, service, channel, language, status, the staff's
+        note and the dates, so the operator's counts and a villager's status
+        check still work (the phone is kept only as its keyed digest, which
+        CEK and the USSD status look up; the claim of a unique answer is a
+        keyed digest too, and stays so a NIK still registers once). A
+        submission not yet acknowledged is never erased: the centre must get
+        it whole first.
+        """
+        now = self.clock()
+        with self.transaction():
+            cursor = self.db.execute(
+                "UPDATE submissions SET answers = ?, phone = ?, session_id = NULL, purged_at = ? "
+                "WHERE sync_state = 'synced' AND purged_at IS NULL AND created_at < ?",
+                [self.sealer.seal("{}"), self.sealer.seal(""), _stamp(now), _stamp(now - older_than)])
+        return cursor.rowcount
+
+    def housekeep(self, *, sessions: dt.timedelta, inbound: dt.timedelta, personal: dt.timedelta,
+                  final_sms: dt.timedelta) -> dict[str, int]:
+        """One round of deleting what is kept no longer: how many of each went.
+
+        USSD sessions untouched for `sessions`; ids of incoming SMS older than
+        `inbound` (and SMS reports that waited for their place in vain);
+        personal fields of acknowledged submissions older than `personal`;
+        outbox rows in a final state older than `final_sms`.
+        """
+        return {"ussd_sessions": self.purge_sessions(sessions), "sms_ids": self.purge_inbound(inbound),
+                "submissions_erased": self.purge_personal(personal), "sms": self.outbox.purge(final_sms)}
 
     # -- callers -----------------------------------------------------------
 

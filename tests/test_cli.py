@@ -1,5 +1,6 @@
 """The `kentongan` command."""
 
+import datetime as dt
 import json
 import os
 import signal
@@ -253,3 +254,30 @@ def test_cli_serve_off_loopback_refuses_demo_secrets_and_open_callbacks(tmp_path
         "kentongan: config error: gateway.callback_secret: empty, and the gateway on 0.0.0.0:8080 is not on "
         "loopback")
     assert not (tmp_path / "var").exists()  # refused before anything was opened or served
+
+
+def test_cli_purge_erases_what_is_kept_no_longer(tmp_path):
+    write_config(tmp_path, privacy={"retention_days": 30}, sms={"keep_days": 7})
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
+    store = Store.open(tmp_path / "var", clock=lambda: long_ago)
+    try:
+        sent = {"service": "report", "language": "id", "unique": {}, "answers": {"location": "Gang Melati"}}
+        done = store.add_submission({**sent, "ref": "K7AAAAA"}, phone="+6281234567890", channel="ussd")
+        store.add_submission({**sent, "ref": "K7BBBBB"}, phone="+6281234567890", channel="ussd")
+        store.mark_synced([{"id": done["id"], "result": "accepted"}])
+        row = store.outbox.add("+6281234567890", "Kentongan: ...", "confirmation", ttl=dt.timedelta(hours=1))
+        store.outbox.give_up(row["id"], "406 UserInBlacklist")
+    finally:
+        store.close()
+
+    result = kentongan("purge", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("1 submissions acknowledged over 30 days ago erased to reference, service, "
+                                    "status and dates; 1 old SMS")
+    store = Store.open(tmp_path / "var")
+    try:
+        assert store.submission("K7AAAAA")["answers"] == {}
+        assert store.submission("K7BBBBB")["answers"] == {"location": "Gang Melati"}  # never reached the centre
+        assert store.outbox.messages() == []
+    finally:
+        store.close()

@@ -132,7 +132,7 @@ def test_config_other_variables_are_not_checked(tmp_path):
 
 def test_config_non_setting_variables_are_allowed(tmp_path):
     assert set(NON_SETTING_VARIABLES) == {"KENTONGAN_REQUIRE_SERVICES", "KENTONGAN_REQUIRE_BROWSER",
-                                          "KENTONGAN_REGEN_TRANSCRIPTS"}
+                                          "KENTONGAN_REGEN_TRANSCRIPTS", "KENTONGAN_FUZZ"}
     config = load_config(write(tmp_path, ""), environ={name: "1" for name in NON_SETTING_VARIABLES})
     assert config["gateway.port"] == 8080
 

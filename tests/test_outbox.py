@@ -45,3 +45,19 @@ def test_outbox_latest_opens_only_the_rows_it_returns(store, monkeypatch):
 def test_outbox_latest_refuses_an_unknown_state(store):
     with pytest.raises(ValueError, match="unknown outbox state 'lost'"):
         store.outbox.latest("lost")
+
+
+def test_outbox_purge_deletes_only_final_rows_past_the_age(tmp_path):
+    clock = MovableClock()
+    store = Store.open(tmp_path, clock)
+    try:
+        dead = store.outbox.add("+6281234567801", "old and dead", "confirmation", ttl=TTL)
+        store.outbox.give_up(dead["id"], "406 UserInBlacklist")
+        store.outbox.add("+6281234567802", "old and still waiting", "confirmation", ttl=TTL)
+        clock.advance(days=31)
+        fresh = store.outbox.add("+6281234567803", "new and dead", "confirmation", ttl=TTL)
+        store.outbox.give_up(fresh["id"], "406 UserInBlacklist")
+        assert store.outbox.purge(dt.timedelta(days=30)) == 1
+        assert sorted(row["body"] for row in store.outbox.messages()) == ["new and dead", "old and still waiting"]
+    finally:
+        store.close()

@@ -5,6 +5,7 @@ import sqlite3
 
 import pytest
 
+from conftest import MovableClock
 from sync.database import REFERENCE_DRAWS
 from sync.errors import AlreadyClaimed, KeyFileError, NoFreeReference
 from sync.reference import ALPHABET, check_prefix, new_reference
@@ -156,3 +157,28 @@ def test_store_status_change(tmp_path):
     with pytest.raises(ValueError, match="unknown status"):
         store.set_status("K7ABCDE", "lost")
     store.close()
+
+
+def test_store_purge_personal_erases_only_acknowledged_old_submissions(tmp_path):
+    clock = MovableClock()
+    store = Store.open(tmp_path, clock)
+    try:
+        old = store.add_submission(SUB, phone="+6281234567890", channel="ussd", session_id="s1")
+        store.add_submission({**SUB, "ref": "K7BBBBB", "unique": {}}, phone="+6281234567890", channel="ussd")
+        store.mark_synced([{"id": old["id"], "result": "accepted"}])
+        clock.advance(days=91)
+        fresh = store.add_submission({**SUB, "ref": "K7CCCCC", "unique": {}}, phone="+6281234567890", channel="ussd")
+        store.mark_synced([{"id": fresh["id"], "result": "accepted"}])
+
+        assert store.purge_personal(dt.timedelta(days=90)) == 1
+        assert store.purge_personal(dt.timedelta(days=90)) == 0  # erased once
+        erased = store.submission("K7ABCDE")
+        assert (erased["answers"], erased["phone"], erased["session_id"]) == ({}, "", None)
+        assert (erased["service"], erased["status"], erased["created_at"]) == ("voter", "received", old["created_at"])
+        assert store.submission("K7BBBBB")["answers"] == SUB["answers"]  # not yet at the centre: kept whole
+        assert store.submission("K7CCCCC")["answers"] == SUB["answers"]  # too recent
+        # The villager can still ask for its status, and the NIK still registers once.
+        assert store.find_submission("K7ABCDE", "+6281234567890")["status"] == "received"
+        assert store.taken("voter", "nik", SUB["answers"]["nik"], "+6281234567890")
+    finally:
+        store.close()
