@@ -13,6 +13,8 @@ import datetime as dt
 import json
 import logging
 import secrets
+import socket
+import sqlite3
 import sys
 from dataclasses import dataclass
 from typing import Iterator, NoReturn
@@ -24,9 +26,10 @@ from ulid import ULID
 from flows import Engine, FlowError
 from sync.central import (CentralConfig, CentralStore, GatewayExists, PrefixTaken, RegistrationError,
                           create_central_app, export_updates_file, import_batch_file)
-from sync.errors import BatchFileError, StoreError, SyncError
+from sync.errors import BatchFileError, KeyFileError, StoreError, SyncError
 from sync.outbox import STATES as OUTBOX_STATES
-from sync.store import DATABASE_NAME, Store
+from sync.rotate import BATCH_SIZE, rotate_key
+from sync.store import DATABASE_NAME, KEY_FILE_NAME, Store
 
 from .app import Served, ServerLimits, create_apps, run_apps
 from .central import central_config
@@ -269,6 +272,43 @@ def purge(config_path) -> None:
     click.echo(f"{gone['submissions_erased']} submissions acknowledged over {days} days ago erased to reference, "
                f"service, status and dates; {gone['sms']} old SMS, {gone['ussd_sessions']} USSD sessions and "
                f"{gone['sms_ids']} SMS ids deleted")
+
+
+@main.command("rotate-key")
+@config_option
+@click.option("--batch-size", type=click.IntRange(1, 100000), default=BATCH_SIZE, show_default=True,
+              help="Values re-sealed per transaction: a kill loses at most one batch.")
+def rotate_key_command(config_path, batch_size: int) -> None:
+    """Re-seal every personal field of the gateway's store under a new sealing key, then delete the old key
+    from gateway.key. The digest key that phone numbers and claims are found by stays as it is.
+
+    Stop `serve` first (it refuses while the gateway answers on gateway.host and gateway.port). Killed
+    midway, the store still opens every value: run it again and it finishes the same rotation.
+    """
+    with _opened(config_path, store=True) as opened:
+        where = _serving(opened.config)
+        if where:
+            _fail(f"the gateway answers on {where}: stop `kentongan serve` first, or it would keep sealing "
+                  f"with the old key")
+        try:
+            done = rotate_key(opened.store, batch_size)
+        except (OSError, sqlite3.Error, KeyFileError) as error:
+            _fail(f"key rotation stopped, run it again to finish: {error}")
+    resumed = "finished the interrupted rotation: " if done.resumed else ""
+    odd = f"; {done.unopened} values that look sealed but do not open left as they are" if done.unopened else ""
+    click.echo(f"{resumed}re-sealed {done.resealed} values under key {done.generation}; "
+               f"key {', '.join(map(str, done.removed))} is gone from {KEY_FILE_NAME}{odd}")
+
+
+def _serving(config: Config) -> str | None:
+    """`host:port` when something accepts connections where the gateway serves, else None."""
+    host, port = config["gateway.host"], config["gateway.port"]
+    reach = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
+    try:
+        socket.create_connection((reach, port), timeout=1).close()
+    except OSError:
+        return None
+    return f"{host}:{port}"
 
 
 @main.command("sync")
