@@ -399,7 +399,7 @@ def test_sync_central_store_migration_puts_old_times_in_one_form(tmp_path):
         rows, _ = store.submissions()
         assert [r["created_at"] for r in rows] == ["2026-11-28T10:00:00.000+00:00"] * 2
         leading = {index.columns[0] for index in store.db["submissions"].indexes}
-        assert leading >= {"service", "status", "created_at", "ref", "village", "updated_at"}
+        assert leading >= {"service", "status", "created_at", "ref", "village_digest", "updated_at"}
         plan = " ".join(str(row) for row in store.db.execute(
             "EXPLAIN QUERY PLAN SELECT * FROM submissions WHERE service IN ('report') AND created_at >= '2026' "
             "ORDER BY created_at DESC, id DESC LIMIT 10"))

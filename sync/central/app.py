@@ -6,7 +6,9 @@
                                          since, limit, cursor)
     /api/v1/submissions/{ref}     PATCH  staff: set status (one of `protocol.STATUSES`) and note
 
-Staff calls carry `Authorization: Bearer <central.staff_token>`.
+Staff calls carry `Authorization: Bearer <central.staff_token>`. The
+`village` filter is matched by the store's keyed digest (the place is
+sealed at rest); the answer shows it opened.
 
 Every route reads at most its own body limit (`body_limits`), checked
 against Content-Length before anything is read and again while reading,

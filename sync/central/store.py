@@ -20,8 +20,13 @@ whichever arrives second) is stored with status `review` and a reason for
 staff that names the other reference. Its gateway learns the status from the
 update feed; the reason never leaves the centre.
 
-Lists are filtered, ordered and limited in SQL on indexed columns, and only
-the rows returned are unsealed. Every time a query compares is stored in one
+Every answer a villager typed is sealed, the place too: `village` (the
+answer with the form's `address` role, which staff filter on) is stored
+sealed beside `village_digest`, a keyed digest of its casefolded,
+space-normalized text, so that the filter is an indexed equality and nobody
+without the key file can read a place or test a guess. Lists are filtered,
+ordered and limited in SQL on indexed columns, and only the rows returned
+are unsealed. Every time a query compares is stored in one
 form, UTC `stamp()` (`2026-11-28T10:00:00.000+00:00`), so text order is time
 order. SQLite by default; the methods are the interface a PostgreSQL store
 will implement.
@@ -158,6 +163,22 @@ def _v3(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """The place sealed: a digest column to filter on instead of the clear `village` and its index.
+
+    A migration has no key: `CentralStore._seal_villages` seals the values
+    this leaves in clear (those without a digest) when the store opens.
+    """
+    db.execute("DROP INDEX IF EXISTS idx_submissions_village")
+    db["submissions"].add_column("village_digest", str)
+    db.execute("CREATE INDEX idx_submissions_village_digest ON submissions (village_digest, created_at, id)")
+
+
+def village_key(village: str) -> str:
+    """What a place is compared by: casefolded, runs of spaces as one (`" Dusun  KIDUL"` -> `"dusun kidul"`)."""
+    return " ".join(village.casefold().split())
+
+
 def _valid_prefix(prefix: str) -> bool:
     try:
         return check_prefix(prefix) == prefix
@@ -165,17 +186,18 @@ def _valid_prefix(prefix: str) -> bool:
         return False
 
 
-MIGRATIONS = [_v1, _v2, _v3]
+MIGRATIONS = [_v1, _v2, _v3, _v4]
 
 
 class CentralStore(Database):
     """The central backend's SQLite store.
 
     `addresses` names, per service, the answer that holds the place (the
-    form's `address` role); ingestion copies it into the `village` column
-    that staff filter on. `uniques` names, per service, the answers one
-    submission may hold (the form's `unique`). `ref_prefix` is the central
-    backend's own reference prefix (Open311 requests): no gateway gets it.
+    form's `address` role); ingestion copies it, sealed, into the `village`
+    column, and its digest into `village_digest`, which staff filter on.
+    `uniques` names, per service, the answers one submission may hold (the
+    form's `unique`). `ref_prefix` is the central backend's own reference
+    prefix (Open311 requests): no gateway gets it.
     """
 
     MIGRATIONS = MIGRATIONS
@@ -187,6 +209,7 @@ class CentralStore(Database):
         self.addresses = addresses
         self.uniques = uniques
         self.ref_prefix = ref_prefix
+        self._seal_villages()
         self._claim_existing()
 
     @classmethod
@@ -310,18 +333,51 @@ class CentralStore(Database):
 
     def _insert(self, submission_id: str, gateway_id: str, ref: str, service: str, channel: str, answers: dict,
                 phone: str, language: str, created_at: str, now: str) -> None:
-        """A new row, personal fields sealed, `village` copied from the service's address answer.
+        """A new row, personal fields sealed, `village` (sealed) and its digest from the service's address answer.
 
         It is `received`, or `review` when it holds a unique answer another submission holds.
         """
         address = self.addresses.get(service)
+        village = str(answers.get(address) or "") if address else ""
         self.db["submissions"].insert({
             "id": submission_id, "gateway_id": gateway_id, "ref": ref, "service": service, "channel": channel,
             "answers": self.sealer.seal(json.dumps(answers, ensure_ascii=False)), "phone": self.sealer.seal(phone),
-            "language": language, "village": str(answers.get(address) or "") if address else "",
-            "status": "received", "note": None, "created_at": created_at, "received_at": now, "updated_at": now,
+            "language": language, **self._village(village), "status": "received", "note": None,
+            "created_at": created_at, "received_at": now, "updated_at": now,
         })
         self._claim(submission_id, service, answers, self.uniques.get(service, ()), now)
+
+    def _village(self, village: str) -> dict:
+        """The `village` and `village_digest` columns of a place: sealed and digested, or both empty."""
+        if not village_key(village):
+            return {"village": "", "village_digest": None}
+        return {"village": self.sealer.seal(village), "village_digest": self.village_digest(village)}
+
+    def village_digest(self, village: str) -> str:
+        """The keyed digest a place is found by, whatever its case and spacing."""
+        return self.sealer.digest("village:" + village_key(village))
+
+    def _seal_villages(self) -> None:
+        """Seal the places an older store kept in clear (a value with no digest), then rewrite the file.
+
+        Sealing in place leaves the clear text in freed pages and in the
+        WAL: VACUUM rebuilds the file and the checkpoint empties the WAL.
+        A store whose schema stops before `_v4` (an older version's) has
+        nothing to seal them beside.
+        """
+        if "village_digest" not in self.db["submissions"].columns_dict:
+            return
+        rows = self.db.execute("SELECT id, village FROM submissions WHERE village_digest IS NULL "
+                               "AND village IS NOT NULL AND village != ''").fetchall()
+        if not rows:
+            return
+        with self.transaction():
+            for row_id, village in rows:
+                columns = self._village(village)
+                self.db.execute("UPDATE submissions SET village = ?, village_digest = ? WHERE id = ?",
+                                [columns["village"], columns["village_digest"], row_id])
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _claim(self, submission_id: str, service: str, answers: dict, names: Sequence[str], now: str) -> None:
         """Claim the answers `names` of a submission; when another submission holds one, hold this one for review."""
@@ -500,13 +556,13 @@ class CentralStore(Database):
                     limit: int = 100) -> tuple[list[dict], Key | None]:
         """One page of submissions, newest first (by created_at, then id), and where the next page starts.
 
-        `village` matches regardless of case; `since` (a `stamp()`) keeps
+        `village` matches regardless of case and spacing (by its digest); `since` (a `stamp()`) keeps
         those updated at or after it; `after` continues a list where an
         earlier page stopped (the key it returned), so rows that arrive in
         between never shift a page. The key is None on the last page.
         """
-        filters = {"status = ?": status, "service = ?": service, "village = ? COLLATE NOCASE": village,
-                   "updated_at >= ?": since}
+        filters = {"status = ?": status, "service = ?": service,
+                   "village_digest = ?": self.village_digest(village) if village else None, "updated_at >= ?": since}
         where = [clause for clause, value in filters.items() if value]
         args = [value for value in filters.values() if value]
         if after:
@@ -555,6 +611,8 @@ class CentralStore(Database):
         # A NaN or Infinity stored before ingestion refused them reads as None: answers go out as JSON.
         row["answers"] = json.loads(self.sealer.open(row["answers"]), parse_constant=lambda _: None)
         row["phone"] = self.sealer.open(row["phone"])
+        if row.get("village"):
+            row["village"] = self.sealer.open(row["village"])
         return row
 
     def count(self) -> int:
