@@ -185,3 +185,8 @@ async def sms_gateway(tmp_path, standin, clock):
     gw = await Gateway(sms_config(tmp_path / "var", standin), clock).start()
     yield gw
     await gw.stop()
+
+
+def query_plan(db, select: str) -> str:
+    """SQLite's plan for `select` on `db` (a sqlite-utils Database), as one line to search for index names."""
+    return " ".join(str(row) for row in db.execute(f"EXPLAIN QUERY PLAN {select}"))

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 
-from conftest import eventually, served
+from conftest import eventually, query_plan, served
 from gateway.log import MaskingFilter, mask_phone
 from gateway.resources import store_key, syncer_key
 from gateway.syncer import export_file
@@ -171,9 +171,8 @@ def test_privacy_at_rest_an_older_central_store_seals_its_clear_villages_on_open
         rows, _ = store.submissions(village="dusun cempaka  WANGI")
         assert [(r["ref"], r["village"]) for r in rows] == [("AAAAA3", PERMIT["village"])]
         assert {r["ref"]: r["village"] for r in store.submissions()[0]}["AAAAA4"] == ""
-        plan = " ".join(str(row) for row in store.db.execute(
-            "EXPLAIN QUERY PLAN SELECT * FROM submissions WHERE village_digest = 'x' "
-            "ORDER BY created_at DESC, id DESC LIMIT 10"))
+        plan = query_plan(store.db, "SELECT * FROM submissions WHERE village_digest = 'x' "
+                                    "ORDER BY created_at DESC, id DESC LIMIT 10")
         assert "idx_submissions_village_digest" in plan and "TEMP B-TREE" not in plan
     finally:
         store.close()

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import PHONE, Gateway, MovableClock, eventually, free_port, make_config, served, sms_config
+from conftest import PHONE, Gateway, MovableClock, eventually, free_port, make_config, query_plan, served, sms_config
 from flows import Engine
 from gateway.config import data_root
 from gateway.resources import store_key, syncer_key
@@ -400,9 +400,8 @@ def test_sync_central_store_migration_puts_old_times_in_one_form(tmp_path):
         assert [r["created_at"] for r in rows] == ["2026-11-28T10:00:00.000+00:00"] * 2
         leading = {index.columns[0] for index in store.db["submissions"].indexes}
         assert leading >= {"service", "status", "created_at", "ref", "village_digest", "updated_at"}
-        plan = " ".join(str(row) for row in store.db.execute(
-            "EXPLAIN QUERY PLAN SELECT * FROM submissions WHERE service IN ('report') AND created_at >= '2026' "
-            "ORDER BY created_at DESC, id DESC LIMIT 10"))
+        plan = query_plan(store.db, "SELECT * FROM submissions WHERE service IN ('report') AND created_at >= '2026' "
+                                    "ORDER BY created_at DESC, id DESC LIMIT 10")
         assert "USING INDEX" in plan and "TEMP B-TREE" not in plan
     finally:
         store.close()
