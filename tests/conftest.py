@@ -1,7 +1,6 @@
 import asyncio
 import contextlib
 import datetime as dt
-import gc
 import socket
 import time
 from pathlib import Path
@@ -126,20 +125,6 @@ class Gateway:
             history.append(typed)
             screens.append(await self.hop(session_id, "*".join(history), phone))
         return screens
-
-
-@pytest.fixture(autouse=True)
-def _collect_garbage_after_each_test():
-    """Collect what a test left once its event loop is closed.
-
-    A server stopped with connections still open leaves handler tasks that
-    asyncio reports ("Task was destroyed but it is pending!", at ERROR) when
-    the garbage collector finds them: at a moment of its choosing, inside a
-    later test that asserts its log has no ERROR line. Collected here, they
-    are reported in the teardown of the test that left them.
-    """
-    yield
-    gc.collect()
 
 
 @pytest.fixture
