@@ -142,10 +142,14 @@ def change_status(store: Store, engine: Engine, rules: Rules, ref: str, status: 
 
 def notice_for(engine: Engine, lang: str, ref: str, service: str, status: str, note: str) -> str:
     """The SMS that tells a submission's phone its new status and the staff's note (shortened to fit), in `lang`."""
-    flow = engine.flows.get(service)
-    return notice_text(engine.catalog, lang, ref=ref,
-                       service=engine.catalog.text(lang, flow.title) if flow else service,
+    return notice_text(engine.catalog, lang, ref=ref, service=service_title(engine, lang, service),
                        status=engine.catalog.text(lang, STATUS_LABELS[status]), note=note)
+
+
+def service_title(engine: Engine, lang: str, service: str) -> str:
+    """What a service is called in `lang`; its code when the menus no longer have it."""
+    flow = engine.flows.get(service)
+    return engine.catalog.text(lang, flow.title) if flow else service
 
 
 def _tell_same_answer(store: Store, engine: Engine, rules: Rules, ref: str) -> str | None:
@@ -155,9 +159,7 @@ def _tell_same_answer(store: Store, engine: Engine, rules: Rules, ref: str) -> s
         return None
     phone = row["phone"]
     lang = language_of(store, engine, rules, phone, row["language"])
-    flow = engine.flows.get(row["service"])
-    text = engine.catalog.text(lang, SAME_ANSWER_TEXT, ref=ref,
-                               service=engine.catalog.text(lang, flow.title) if flow else row["service"])
+    text = engine.catalog.text(lang, SAME_ANSWER_TEXT, ref=ref, service=service_title(engine, lang, row["service"]))
     queued = store.outbox.add(phone, fit_sms(text), "notice", ttl=rules.sms_ttl, cause=f"{ref}:{SAME_ANSWER}",
                               opted_out=not store.wants_notices(phone))
     return queued["state"]
