@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import free_port, served
+from conftest import free_port, our_errors, served
 from sync.central import CentralConfig, create_central_app
 from sync.protocol import BATCH_PATH, REFUSAL, UPDATES_PATH, batch_bytes, sign_request
 from test_cli import write_config
@@ -149,7 +149,7 @@ def strict_json(text):
 
 def clean(caplog):
     """No ERROR line and no traceback in the log."""
-    return not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    return not our_errors(caplog.records)
 
 
 async def test_limits_json_nested_2000_deep_is_400_everywhere(central, caplog):

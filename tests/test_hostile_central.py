@@ -20,7 +20,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import served
+from conftest import our_errors, served
 from sync.central import CentralConfig, create_central_app
 from sync.central.app import central_store_key
 from sync.protocol import BATCH_PATH, UPDATES_PATH, sign_request
@@ -113,7 +113,7 @@ def send(backend, log, method, path, *, body=None, headers=None, stores=False):
         json.loads(response.content, parse_constant=_not_json)
     elif kind.startswith("text/xml"):
         ET.fromstring(response.content)
-    bad = [r for r in log.records if r.levelno >= logging.ERROR or r.exc_info or "Traceback" in r.getMessage()]
+    bad = our_errors(log.records)
     assert not bad, [r.getMessage() for r in bad]
     if response.status_code >= 400 or not stores:
         assert backend.count() == before, (method, path, response.status_code)

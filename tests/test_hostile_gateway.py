@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import PHONE, free_port, make_config
+from conftest import PHONE, free_port, make_config, our_errors
 from gateway.app import create_apps, serving
 from gateway.log import MaskingFilter
 from gateway.resources import engine_key, load_engine, store_key
@@ -206,7 +206,7 @@ def run_property(tmp_path, caplog, endpoint):
             property_()
         finally:
             runner.run(fuzz.stop())
-    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    bad = our_errors(caplog.records)
     assert not bad, [(r.name, r.getMessage()) for r in bad[:5]]
     print(f"{endpoint}: {fuzz.sent} hostile requests, {fuzz.accepted} answered 200, "
           f"{time.monotonic() - started:.1f} s")
@@ -263,7 +263,7 @@ async def test_hostile_gateway_requests_aiohttp_refuses_are_one_warning_line(tmp
         answer = await asyncio.wait_for(reader.read(), 10)
         writer.close()
     assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not our_errors(caplog.records)
 
 
 FORM = "application/x-www-form-urlencoded"
@@ -301,7 +301,7 @@ async def test_hostile_gateway_each_malformed_body_is_a_400_with_a_reason_and_on
         assert await apps[0].app[store_key].call(rows) == before
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and reason in warnings[0].getMessage()
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not our_errors(caplog.records)
 
 
 async def test_hostile_gateway_nul_never_reaches_the_engine_or_the_store(tmp_path):

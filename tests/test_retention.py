@@ -1,6 +1,5 @@
 """Retention in a running gateway: what villagers told is erased once it is at the centre and old enough."""
 
-import datetime as dt
 
 from conftest import PHONE, Gateway, MovableClock, eventually, make_config
 from gateway.resources import store_key

@@ -6,11 +6,11 @@ are what tell a crash from an answer.
 """
 
 import itertools
-import logging
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import our_errors
 from flows.text import USSD_LIMIT, ussd_cost
 
 # Inputs a keypad makes, navigation keys, and whatever else a broken proxy might send.
@@ -29,7 +29,7 @@ def check(gateway, caplog, status, body):
     assert body.startswith(("CON ", "END ")), body
     assert ussd_cost(body) <= USSD_LIMIT, body
     assert not any(sorry in body for sorry in gateway.apologies()), body
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = [r.getMessage() for r in our_errors(caplog.records)]
     assert not errors, errors
 
 
