@@ -54,6 +54,10 @@ class Catalog:
             found[lang] = _load_one(root / lang / "LC_MESSAGES", lang)
         return cls(found)
 
+    def translations(self, lang: str) -> Translations:
+        """`lang`'s gettext catalog, for what renders words itself (the web pages' templates)."""
+        return self._translations[lang]
+
     def has(self, lang: str, msgid: str) -> bool:
         """True when `lang` translates `msgid` (to something other than the id itself)."""
         translated = self._translations[lang].gettext(msgid)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import resource
 import signal
 import time
@@ -19,10 +20,12 @@ from flows.catalog import N_
 from flows.sms import Keywords
 from sync.central import create_central_app
 from sync.database import Clock, utc_now
+from sync.limits import RateLimiter
 
 from .central import central_config
 from .config import SETTINGS, Config
 from .log import client_error_logger
+from .pages import page_settings, setup_kiosk
 from .resources import (Rules, clock_key, config_key, engine_key, housekeep, in_background, keywords_key,
                         load_engine, rules_key, store_context, store_key)
 from .sender import sender_context
@@ -41,6 +44,7 @@ CAP_LOG_SECONDS = 60.0
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 27\r\n"
            b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many connections, retry")
 CALLBACK_PREFIXES = ("/ussd/", "/sms/")
+wrong_keys_key = web.AppKey("wrong_keys", RateLimiter)
 
 
 def create_app(config: Config, clock: Clock = utc_now, engine: Engine | None = None) -> web.Application:
@@ -55,6 +59,7 @@ def create_app(config: Config, clock: Clock = utc_now, engine: Engine | None = N
     app[engine_key] = engine or load_engine(config)
     app[keywords_key] = Keywords(app[engine_key])
     app[rules_key] = Rules.from_config(config)
+    app[wrong_keys_key] = RateLimiter("wrong callback keys", config["limits.wrong_keys_per_minute"], 60)
     app.cleanup_ctx.append(store_context)
     app.cleanup_ctx.append(sender_context)
     app.cleanup_ctx.append(syncer_context)
@@ -99,7 +104,7 @@ def create_apps(config: Config, engine: Engine) -> list[Served]:
     apps = [Served("gateway", create_app(config, engine=engine), config["gateway.host"], config["gateway.port"],
                    limits)]
     if config["central.embedded"]:
-        central = create_central_app(central_config(config, engine))
+        central = create_central_app(central_config(config, engine), page_settings(config, engine))
         apps.insert(0, Served("central backend", central, config["central.host"], config["central.port"], limits))
     return apps
 
@@ -212,6 +217,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/sms/africastalking/inbound", inbound_callback)
     app.router.add_post("/sms/africastalking/delivery", delivery_callback)
     app.router.add_get("/healthz", healthz)
+    setup_kiosk(app, app[config_key])
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -221,12 +227,33 @@ async def healthz(request: web.Request) -> web.Response:
 
 @web.middleware
 async def callback_key_middleware(request: web.Request, handler):
-    """Callbacks are unsigned: when a secret is set, the URL must carry it as `?key=`."""
+    """Callbacks are unsigned: when a secret is set, the URL must carry it as `?key=`.
+
+    An address that sent `limits.wrong_keys_per_minute` wrong keys gets 429
+    for the rest of its minute without its key being compared: guessing the
+    secret takes years, and the first refusal is one WARNING line.
+    """
     secret = request.app[config_key]["gateway.callback_secret"]
     if secret and request.path.startswith(CALLBACK_PREFIXES):
-        if not hmac.compare_digest(request.query.get("key", "").encode(), secret.encode()):
+        wrong = request.app[wrong_keys_key]
+        address = request.remote or "?"
+        if not wrong.peek(address).allowed:
+            raise _too_many_wrong_keys(wrong, address)
+        if not hmac.compare_digest(request.query.get("key", "").encode("utf-8", "surrogatepass"), secret.encode()):
+            wrong.hit(address)
             raise web.HTTPForbidden(text="missing or wrong callback key (?key=)")
     return await handler(request)
+
+
+def _too_many_wrong_keys(wrong: RateLimiter, address: str) -> web.HTTPTooManyRequests:
+    """The 429 of an address held by `wrong`; its first one in a minute is one WARNING line."""
+    verdict = wrong.hit(address)
+    if verdict.first_refusal:
+        log.warning("%s: %d wrong callback keys this minute; refused until the minute ends", ascii(address),
+                    wrong.limit)
+    seconds = max(1, math.ceil(verdict.retry_after))
+    return web.HTTPTooManyRequests(text=f"too many wrong callback keys from this address; retry in {seconds} s",
+                                   headers={"Retry-After": str(seconds)})
 
 
 @web.middleware

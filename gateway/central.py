@@ -50,6 +50,9 @@ def central_config(config: Config, engine: Engine) -> CentralConfig:
         prefixes={gateway_id: config["gateway.ref_prefix"] for gateway_id in own},
         notice=notice_renderer(engine),
         batch_size=config["sync.batch_size"],
+        retention_days=config["central.retention_days"],
+        open311_posts_per_minute=config["limits.open311_posts_per_minute"],
+        sync_per_minute=config["limits.sync_per_minute"],
     )
 
 

@@ -24,6 +24,7 @@ import click
 from ulid import ULID
 
 from flows import Engine, FlowError
+from sync.accounts import PASSWORD_MIN, ROLES, AccountError, check_password, hash_password
 from sync.central import (CentralConfig, CentralStore, GatewayExists, PrefixTaken, RegistrationError,
                           create_central_app, export_updates_file, import_batch_file)
 from sync.errors import BatchFileError, KeyFileError, StoreError, SyncError
@@ -36,7 +37,8 @@ from .central import central_config
 from .config import Config, load_config
 from .errors import ConfigError
 from .log import mask_phone, setup_logging
-from .resources import Rules, housekeep, load_engine
+from .pages import page_settings
+from .resources import Rules, housekeep, load_engine, stored_counts
 from .safety import exposure_problem
 from .syncer import export_file, import_file, sync_once
 
@@ -151,7 +153,7 @@ def central_serve(config_path) -> None:
     """Serve the central backend (sync API, staff API, Open311) until stopped."""
     with _opened(config_path, engine=True, require_file=False) as opened:
         config = opened.config
-        app = create_central_app(opened.central_config)
+        app = create_central_app(opened.central_config, page_settings(config, opened.engine))
     _serve([Served("central backend", app, config["central.host"], config["central.port"],
                    ServerLimits.from_config(config))], config)
 
@@ -164,6 +166,7 @@ def status(config_path, as_json: bool) -> None:
     with _opened(config_path, store=True) as opened:
         counts = opened.store.counts()
         counts["sync"]["central_prefix"] = opened.store.meta("sync_central_prefix")
+        counts["limits"] = stored_counts(opened.store)
         prefix = opened.config["gateway.ref_prefix"]
     if as_json:
         click.echo(json.dumps(counts, indent=2, sort_keys=True))
@@ -187,6 +190,9 @@ def status(config_path, as_json: bool) -> None:
         click.echo(f"sync: last error at {link['last_error_at']}: {link['last_error']}")
     if link["central_prefix"] and link["central_prefix"] != prefix:
         click.echo(_prefix_differs(link["central_prefix"], prefix))
+    limits = counts["limits"]
+    click.echo(f"rate limits: {limits['refused_ussd_sessions']} USSD sessions refused, {limits['refused_sms']} SMS "
+               f"refused, {limits['held_submissions']} submissions held for review")
 
 
 def _newer(when: str | None, than: str | None) -> bool:
@@ -460,3 +466,167 @@ def central_gateway_list(config_path) -> None:
         rotating = f"\told secret until {gateway['previous_until'][:16]}" if gateway["previous_until"] else ""
         click.echo(f"{gateway['id']}\tprefix {gateway['prefix'] or '(none)'}\tsince {gateway['created_at'][:10]}"
                    f"\t{gateway['submissions']} submissions{rotating}")
+
+
+# -- accounts -------------------------------------------------------------------
+
+password_option = click.option("--password", default=None,
+                               help=f"The password (at least {PASSWORD_MIN} characters); asked for when left out.")
+
+
+def _password(given: str | None) -> str:
+    """`--password`, or one typed twice at a prompt (read from standard input when it is no terminal)."""
+    if given is not None:
+        return given
+    try:
+        return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    except click.Abort:
+        _fail("no password: give --password, or type it when asked")
+
+
+def _add_account(store: Store | CentralStore, name: str, role: str, password: str | None, agency: str = "") -> None:
+    """Hash outside the store's write lock, then add the account and its audit row in one transaction."""
+    accounts = store.accounts
+    password = _password(password)
+    try:
+        check_password(password)
+        password_hash = hash_password(password)
+        with store.transaction():
+            accounts.add_hashed(name, role, password_hash, agency)
+            accounts.audit("cli", "account-add", name, f"role {role}" + (f", agency {agency}" if agency else ""))
+    except AccountError as error:
+        _fail(str(error))
+
+
+def _disable_account(store: Store | CentralStore, name: str) -> dict:
+    try:
+        with store.transaction():
+            account = store.accounts.disable(name)
+            store.accounts.audit("cli", "account-disable", name)
+    except AccountError as error:
+        _fail(str(error))
+    return account
+
+
+def _echo_accounts(rows: list[dict], agency: bool, add_hint: str) -> None:
+    """The accounts as a table: name, role, (agency), created, last sign-in, disabled; never a hash."""
+    if not rows:
+        click.echo(f"no accounts yet: {add_hint}")
+        return
+    header = ("name", "role") + (("agency",) if agency else ()) + ("created", "last sign-in", "disabled")
+    table = [header] + [
+        (row["name"], row["role"]) + ((row["agency"],) if agency else ())
+        + (row["created_at"][:16], (row["last_login_at"] or "never")[:16], (row["disabled_at"] or "-")[:16])
+        for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+@main.group()
+def operator() -> None:
+    """Kiosk operators' accounts on this gateway."""
+
+
+@operator.command("add")
+@config_option
+@click.argument("name")
+@click.option("--role", required=True, help=f"The account's role: {', '.join(ROLES['gateway'])}.")
+@password_option
+def operator_add(config_path, name: str, role: str, password: str | None) -> None:
+    """Add the operator account NAME (1-40 letters, digits and . _ @ -)."""
+    with _opened(config_path, store=True) as opened:
+        _add_account(opened.store, name, role, password)
+    click.echo(f"operator {name} added with role {role}")
+
+
+@operator.command("list")
+@config_option
+def operator_list(config_path) -> None:
+    """The operator accounts: role, when made, last sign-in, when disabled."""
+    with _opened(config_path, store=True) as opened:
+        rows = opened.store.accounts.list()
+    _echo_accounts(rows, agency=False, add_hint="kentongan operator add NAME --role ROLE")
+
+
+@operator.command("disable")
+@config_option
+@click.argument("name")
+def operator_disable(config_path, name: str) -> None:
+    """Disable the operator account NAME: its sessions end at once. Accounts are never deleted (the audit log
+    names them)."""
+    with _opened(config_path, store=True) as opened:
+        account = _disable_account(opened.store, name)
+    click.echo(f"operator {name} disabled since {account['disabled_at'][:16]}; its sessions are ended")
+
+
+@central.group("staff")
+def central_staff() -> None:
+    """District staff accounts on the central backend."""
+
+
+@central_staff.command("add")
+@config_option
+@click.argument("name")
+@click.option("--role", required=True, help=f"The account's role: {', '.join(ROLES['central'])}.")
+@click.option("--agency", required=True, help="The agency (district office) the account works for.")
+@password_option
+def central_staff_add(config_path, name: str, role: str, agency: str, password: str | None) -> None:
+    """Add the staff account NAME (1-40 letters, digits and . _ @ -)."""
+    with _opened(config_path, central=True) as opened:
+        _add_account(opened.central, name, role, password, agency)
+    click.echo(f"staff {name} added with role {role}, agency {agency}")
+
+
+@central_staff.command("list")
+@config_option
+def central_staff_list(config_path) -> None:
+    """The staff accounts: role, agency, when made, last sign-in, when disabled."""
+    with _opened(config_path, central=True) as opened:
+        rows = opened.central.accounts.list()
+    _echo_accounts(rows, agency=True, add_hint="kentongan central staff add NAME --role ROLE --agency A")
+
+
+@central_staff.command("disable")
+@config_option
+@click.argument("name")
+def central_staff_disable(config_path, name: str) -> None:
+    """Disable the staff account NAME: its sessions end and its API tokens stop working at once. Accounts are
+    never deleted (the audit log names them)."""
+    with _opened(config_path, central=True) as opened:
+        account = _disable_account(opened.central, name)
+    click.echo(f"staff {name} disabled since {account['disabled_at'][:16]}; its sessions are ended and its "
+               f"API tokens revoked")
+
+
+@central_staff.command("token")
+@config_option
+@click.argument("name")
+@click.option("--label", default="", help="What the token is for, to tell it apart later.")
+def central_staff_token(config_path, name: str, label: str) -> None:
+    """Issue a staff API token for NAME (sent as `Authorization: Bearer`); only its digest is kept."""
+    with _opened(config_path, central=True) as opened:
+        accounts = opened.central.accounts
+        try:
+            with opened.central.transaction():
+                token = accounts.issue_token(name, label)
+                accounts.audit("cli", "token-issue", name, label)
+        except AccountError as error:
+            _fail(str(error))
+    click.echo(f"API token for {name}:\n  {token}\nIt will not be shown again: keep it now. "
+               f"`kentongan central staff disable {name}` revokes it with the account.")
+
+
+@central.command("purge")
+@config_option
+def central_purge(config_path) -> None:
+    """Erase now what the central backend erases daily: the answers, phone number and place of submissions
+    whose status has been final (resolved, rejected) and unchanged for central.retention_days."""
+    with _opened(config_path, central=True) as opened:
+        retention = opened.central_config.retention
+        if retention is None:
+            click.echo("central.retention_days is 0: every submission is kept whole, nothing was erased")
+            return
+        erased = opened.central.purge_personal(retention)
+    click.echo(f"{erased} submissions final and unchanged for over {retention.days} days erased to reference, "
+               f"service, status, note, dates and gateway")

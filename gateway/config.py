@@ -145,6 +145,9 @@ SETTINGS: tuple[Setting, ...] = (
             "unique per gateway, so references never collide."),
     Setting("gateway.callback_secret", "", _string,
             "When set, every callback URL must carry ?key=<this secret>; otherwise 403.", secret=True),
+    Setting("limits.wrong_keys_per_minute", 10, _integer(0, 100_000),
+            "Callbacks with a missing or wrong ?key= taken per source address per minute; past that the "
+            "address gets 429 without its key being compared, so the secret cannot be guessed. 0: no limit."),
     Setting("server.idle_seconds", 15.0, _seconds(0.05, 3600),
             "Every server (gateway, central backend) closes a connection that has not sent a complete "
             "request head for this long: idle keep-alive connections and slow (slowloris) headers alike."),
@@ -153,6 +156,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server.max_connections", 256, _integer(1, 100_000),
             "Open connections each server takes; more are answered 503 and closed. Lowered at start to "
             "half the open-file limit shared by the servers, so a flood never runs the process out of files."),
+    Setting("web.secure_cookies", False, _boolean,
+            "Sign-in cookies carry Secure even when a request came over plain http: set it behind a reverse "
+            "proxy that terminates TLS (over https they carry it anyway)."),
+    Setting("web.login_per_minute", 10, _integer(0, 10_000),
+            "Sign-in attempts per source address per minute on /kiosk and /office; more get 429. 0 turns the "
+            "limit off (the lock-out per name stays)."),
     Setting("ussd.resume_minutes", 5, _integer(0, 24 * 60),
             "A caller whose session dropped and who dials again within this many minutes "
             "is offered to continue; 0 turns the offer off."),
@@ -214,6 +223,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("central.open311_services", ("report",), _names("[report]", empty_ok=True),
             "Flows exposed as Open311 services; only ones without personal data (not voter, permit)."),
     Setting("central.agency", "", _string, "Open311 agency_responsible of every request."),
+    Setting("central.retention_days", 365, _integer(0, 36500),
+            "Days after which a submission whose status is final (resolved, rejected) and unchanged keeps only "
+            "its reference, service, status, note, dates, gateway and place digest at the central backend: "
+            "answers and phone number are erased (kentongan central purge, and daily in the central backend). "
+            "0 keeps everything."),
+    Setting("limits.ussd_sessions_per_hour", 20, _integer(0, 100_000),
+            "New USSD sessions one phone may start per hour; more are answered END with a polite text "
+            "and nothing is stored. A session under way is never cut off. 0 turns the limit off."),
+    Setting("limits.sms_per_hour", 30, _integer(0, 100_000),
+            "Incoming SMS one phone may send per hour; the first one over gets one polite SMS, the rest "
+            "nothing. 0 turns the limit off."),
+    Setting("limits.submissions_per_day", 5, _integer(0, 100_000),
+            "Submissions of one service one phone may make in 24 hours with a confirmation SMS; more are "
+            "stored and shown with their reference, but held for staff review (status review) and get no "
+            "confirmation SMS. 0 turns the limit off."),
+    Setting("limits.open311_posts_per_minute", 20, _integer(0, 100_000),
+            "Open311 POSTs the central backend takes per source address per minute; more get 429 with "
+            "Retry-After. 0 turns the limit off."),
+    Setting("limits.sync_per_minute", 600, _integer(0, 100_000),
+            "Sync requests the central backend takes per source address per minute; more get 429 with "
+            "Retry-After. 0 turns the limit off."),
 )
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 _KNOWN_VARIABLES = frozenset(setting.env for setting in SETTINGS) | frozenset(NON_SETTING_VARIABLES)

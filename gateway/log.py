@@ -1,6 +1,6 @@
 """Logging that never carries a full phone number, NIK or name.
 
-Code logs phones through `mask_phone` and never logs answers. As a safety
+Code logs phones through `mask_phone` (`sync.seal`'s, re-exported here) and never logs answers. As a safety
 net, `MaskingFilter` rewrites any long run of digits left in a record:
 `+6281234567890` becomes `+62812****890`, a bare 16-digit NIK becomes
 `[16 digits]`. It also escapes control characters (`\n` becomes `\x0a`),
@@ -20,15 +20,12 @@ import re
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from sync.seal import mask_phone
+
+__all__ = ["MaskingFilter", "client_error_logger", "mask_phone", "setup_logging"]
+
 _DIGITS = re.compile(r"\+?\d{9,}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def mask_phone(phone: str) -> str:
-    """`+6281234567890` -> `+62812****890`: enough to tell callers apart, not to call them."""
-    if len(phone) < 9:
-        return "****"
-    return f"{phone[:6]}****{phone[-3:]}"
 
 
 def _mask(match: re.Match) -> str:

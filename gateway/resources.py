@@ -7,12 +7,13 @@ import contextlib
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Coroutine
+from typing import AsyncIterator, Callable, Coroutine
 
 from aiohttp import web
 
 from flows import Engine
 from flows.sms import Keywords
+from sync.limits import RateLimiter
 from sync.store import Store
 from sync.thread import StoreThread
 
@@ -32,6 +33,8 @@ class Rules:
     auto_reply_cap: int
     place_wait: dt.timedelta = dt.timedelta(minutes=60)
     """How long an SMS report without a place waits for it (`sms.pending_minutes`)."""
+    submissions_per_day: int = 0
+    """Submissions of one service a phone makes in 24 hours before the next are held (`limits.submissions_per_day`)."""
 
     @classmethod
     def from_config(cls, config: Config) -> "Rules":
@@ -42,7 +45,43 @@ class Rules:
             sms_ttl=dt.timedelta(hours=config["sms.ttl_hours"]),
             auto_reply_cap=config["sms.auto_replies_per_hour"],
             place_wait=dt.timedelta(minutes=config["sms.pending_minutes"]),
+            submissions_per_day=config["limits.submissions_per_day"],
         )
+
+
+PERSIST_SECONDS = 60.0
+"""How often the refusal counts go to the store's meta table (and once more at shutdown), when they changed."""
+COUNTERS = ("refused_ussd_sessions", "refused_sms", "held_submissions")
+"""Meta keys of the gateway's rate-limit counts, for `kentongan status`; `held_submissions` is written by
+`turn.submit` in the transaction that holds one."""
+
+
+class Limits:
+    """The per-phone rate limits of the channels (`limits.*`), keyed by the store's phone digest.
+
+    They are counted in memory and used only in the store's thread. What
+    they refused is counted across restarts: `base` is what the meta table
+    held at start, and `counts()` what it should hold now.
+    """
+
+    def __init__(self, config: Config, clock: Callable[[], dt.datetime], base: dict[str, int]):
+        def seconds() -> float:  # the store's clock, which tests move
+            return clock().timestamp()
+
+        self.ussd_sessions = RateLimiter("ussd sessions", config["limits.ussd_sessions_per_hour"], 3600,
+                                         clock=seconds)
+        self.sms = RateLimiter("sms", config["limits.sms_per_hour"], 3600, clock=seconds)
+        self.base = base
+
+    def counts(self) -> dict[str, int]:
+        """The refusal counts to persist (what the store already had plus this run's)."""
+        return {"refused_ussd_sessions": self.base.get("refused_ussd_sessions", 0) + self.ussd_sessions.refused,
+                "refused_sms": self.base.get("refused_sms", 0) + self.sms.refused}
+
+
+def stored_counts(store: Store) -> dict[str, int]:
+    """The rate-limit counts in the store's meta table (`COUNTERS`), 0 when never written."""
+    return {key: int(store.meta(key) or 0) for key in COUNTERS}
 
 
 KEEP_INBOUND_IDS = dt.timedelta(days=7)
@@ -64,15 +103,37 @@ store_key = web.AppKey("store", StoreThread)
 clock_key = web.AppKey("clock", object)
 """The clock every store of the app reads (`sync.database.utc_now` unless a test hands in another)."""
 rules_key = web.AppKey("rules", Rules)
+limits_key = web.AppKey("limits", Limits)
 sender_key = web.AppKey("sender", object)
 syncer_key = web.AppKey("syncer", object)
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:
+    """The store's thread, and the rate limits used in it: their counts persisted every minute and at the end."""
     thread = await StoreThread.open(Store.open, app[config_key].data_dir, app[clock_key])
     app[store_key] = thread
     log.info("store %s", thread.store.path)
-    yield
+    limits = app[limits_key] = Limits(app[config_key], app[clock_key], await thread.call(stored_counts))
+    persisted = limits.counts()
+
+    async def persist() -> None:
+        nonlocal persisted
+        counts = limits.counts()
+        if counts != persisted:
+            await thread.call(lambda store: store.set_meta(**counts))
+            persisted = counts
+
+    async def every_minute() -> None:
+        while True:
+            await asyncio.sleep(PERSIST_SECONDS)
+            try:
+                await persist()
+            except Exception:
+                log.exception("persisting the rate-limit counts failed")
+
+    async with in_background(every_minute()):
+        yield
+    await persist()
     thread.close()
 
 

@@ -16,6 +16,12 @@ A report without a place waits (`sync.pending`) for the phone's next SMS that
 is not a keyword. A new report replaces a waiting one; other keywords (CEK,
 BAHASA, ...) are answered as usual and leave it waiting.
 
+Past the phone's hourly limit (`limits.sms_per_hour`) an SMS is only
+remembered by its id: the first such SMS in the window gets one polite SMS,
+the rest nothing, so a flood cannot become an SMS bill. A report past the
+daily limit of its service is stored but held (`turn.submit`): the first held
+one in 24 hours is told its reference, the rest nothing.
+
 Only phones are answered: an SMS from a sender name or a short code (an
 operator's promotion, another service) is acknowledged and dropped, so the
 aggregator does not retry it.
@@ -35,12 +41,13 @@ from flows import Engine
 from flows.catalog import N_
 from flows.sms import EXPIRED, PLACE_INVALID, PLACE_PROMPT, SUBMIT, Command, Keywords, Unplaced, say, signed
 from flows.validate import Invalid
+from sync.limits import Verdict
 from sync.store import Store
 
 from . import turn
 from .callback import BadCallback, e164, printable, read_form, refuse, require
 from .log import mask_phone
-from .resources import Rules, engine_key, keywords_key, rules_key, sender_key, store_key
+from .resources import Limits, Rules, engine_key, keywords_key, limits_key, rules_key, sender_key, store_key
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +104,21 @@ def parse_delivery(form) -> tuple[str, str, str | None]:
             printable(form, "failureReason", 200, needed=False) or None)
 
 
-def sms_turn(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms: Inbound) -> str | None:
+def sms_turn(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms: Inbound,
+             limits: Limits | None = None) -> str | None:
     """Act on one incoming SMS and queue the answer; None when this id was handled before.
 
     Returns the state of the SMS queued in answer (`queued`, or `suppressed`
-    past the hourly cap on automatic replies).
+    past the hourly cap on automatic replies), or `refused` for an SMS past
+    the phone's hourly limit (`limits`) that is not answered.
     """
     with store.transaction():
         if not store.record_inbound(sms.id, sms.phone):
             return None
+        if limits is not None:
+            verdict = limits.sms.hit(store.phone_digest(sms.phone))
+            if not verdict.allowed:
+                return _refused(store, engine, rules, sms, limits.sms.limit, verdict)
         command = keywords.parse(sms.text)
         lang = turn.language_of(store, engine, rules, sms.phone, command.lang)
         if command.name == SUBMIT:
@@ -125,6 +138,23 @@ def sms_turn(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms
     return state
 
 
+def _refused(store: Store, engine: Engine, rules: Rules, sms: Inbound, limit: int, verdict: Verdict) -> str:
+    """An SMS past the phone's hourly limit: the first in the window gets one polite SMS, the rest nothing.
+
+    Nothing is kept of it but its id (so a redelivery stays a no-op); only the first is logged.
+    """
+    if not verdict.first_refusal:
+        return "refused"
+    log.warning("sms %s: %s sent more than %d SMS within the hour; told once, the rest go unanswered for %d s",
+                sms.id, mask_phone(sms.phone), limit, verdict.retry_after)
+    lang = turn.language_of(store, engine, rules, sms.phone)
+    text = signed(engine.catalog, lang, turn.too_many_text(engine, lang, verdict.retry_after))
+    state = store.outbox.add(sms.phone, text, "reply", ttl=rules.sms_ttl, cause=sms.id)["state"]
+    if sms.link_id:
+        store.outbox.reply_through(sms.id, sms.short_code, sms.link_id)
+    return state
+
+
 def _report(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms: Inbound, command: Command,
             lang: str) -> Reply | None:
     """A report by SMS: stored and confirmed, kept waiting for its place, or refused; None once stored.
@@ -138,8 +168,16 @@ def _report(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms:
         store.pending.hold(sms.phone, made.submission, language=lang, inbound_id=sms.id, ttl=rules.place_wait)
         return Reply(_ask_place(engine, rules, lang, made.reason))
     store.pending.drop(sms.phone)
-    turn.submit(store, engine, rules, made, phone=sms.phone, channel="sms", cause=sms.id)
-    return None
+    return _submit(store, engine, rules, sms, made)
+
+
+def _submit(store: Store, engine: Engine, rules: Rules, sms: Inbound, submission: dict) -> Reply | None:
+    """Store a complete SMS report: None (its confirmation is queued), or when it is held over the daily
+    limit, one SMS naming its reference for the first held in the window and nothing for the rest."""
+    made = turn.submit(store, engine, rules, submission, phone=sms.phone, channel="sms", cause=sms.id)
+    if made["held"] != 1:
+        return None
+    return Reply(signed(engine.catalog, made["language"], turn.held_text(engine, made["language"], made["ref"])))
 
 
 def _unknown(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms: Inbound,
@@ -156,9 +194,9 @@ def _unknown(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms
     if isinstance(made, Invalid):
         return Reply(_ask_place(engine, rules, lang, made), capped=True)
     store.pending.drop(sms.phone)
-    turn.submit(store, engine, rules, made, phone=sms.phone, channel="sms", cause=sms.id)
+    reply = _submit(store, engine, rules, sms, made)
     log.info("sms %s from %s completes the report of sms %s", sms.id, mask_phone(sms.phone), waiting.inbound_id)
-    return None
+    return reply
 
 
 def _ask_place(engine: Engine, rules: Rules, lang: str, reason: Invalid | None) -> str:
@@ -209,7 +247,8 @@ async def inbound_callback(request: web.Request) -> web.Response:
                  form["id"].strip(), form["from"].strip())
         return web.Response(text="OK (not from a phone: dropped)")
     app = request.app
-    state = await app[store_key].call(sms_turn, app[engine_key], app[keywords_key], app[rules_key], sms)
+    state = await app[store_key].call(sms_turn, app[engine_key], app[keywords_key], app[rules_key], sms,
+                                      app[limits_key])
     if state == "queued":
         app[sender_key].wake()
     return web.Response(text="OK" if state else "OK (already handled)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 
 from flows import Context, Engine
 from flows.catalog import N_
@@ -27,6 +28,11 @@ from .resources import Rules
 
 log = logging.getLogger(__name__)
 
+TOO_MANY_TEXT = N_("limit.too_many")
+"""A new USSD session or an SMS past the phone's hourly limit (signed when it goes by SMS)."""
+HELD_TEXT = N_("limit.held")
+"""A submission over the phone's daily limit: stored with its reference, held for staff review."""
+DAY = dt.timedelta(hours=24)
 SAME_ANSWER_TEXT = N_("sms.same_answer")
 """Tells a phone that staff decided on another registration holding its unique answer (a NIK)."""
 
@@ -71,21 +77,50 @@ def language_of(store: Store, engine: Engine, rules: Rules, phone: str, *fallbac
 
 def submit(store: Store, engine: Engine, rules: Rules, submission: dict, *, phone: str, channel: str,
            session_id: str | None = None, cause: str | None = None) -> dict:
-    """Store `submission` and queue its confirmation SMS, in one transaction; return it with its `ref`.
+    """Store `submission` and queue its confirmation SMS, in one transaction; return it with its `ref`
+    and `held`.
 
     A submission without a `ref` gets one drawn free from the store. The
     confirmation's `cause` is the submission's id unless one is given (the
-    incoming SMS that asked for it). Raises `sync.errors.AlreadyClaimed`
-    (nothing kept) when this phone already claimed a unique answer.
+    incoming SMS that asked for it). Past the phone's daily limit for this
+    service (`Rules.submissions_per_day` in the last 24 hours) it is stored
+    all the same but held: status `review`, no confirmation SMS, so a flood
+    cannot become an SMS bill; `held` then counts it among the phone's held
+    ones in that window (1 for the first), else it is 0. Raises
+    `sync.errors.AlreadyClaimed` (nothing kept) when this phone already
+    claimed a unique answer.
     """
     with store.transaction():
         submission = {**submission, "ref": submission.get("ref") or store.free_reference(rules.ref_prefix)}
+        held = _over_daily_limit(store, rules, phone, submission["service"])
         added = store.add_submission(submission, phone=phone, channel=channel, session_id=session_id)
-        store.outbox.add(phone, confirmation_text(engine, submission), "confirmation", ttl=rules.sms_ttl,
-                         cause=cause or added["id"])
-    log.info("submission %s (%s) by %s from %s", submission["ref"], submission["service"], channel,
-             mask_phone(phone))
-    return submission
+        if held:
+            store.set_status(submission["ref"], "review")
+            store.set_meta(held_submissions=int(store.meta("held_submissions") or 0) + 1)
+        else:
+            store.outbox.add(phone, confirmation_text(engine, submission), "confirmation", ttl=rules.sms_ttl,
+                             cause=cause or added["id"])
+    log.info("submission %s (%s) by %s from %s%s", submission["ref"], submission["service"], channel,
+             mask_phone(phone), ", held for review: over the daily limit" if held else "")
+    return {**submission, "held": held}
+
+
+def _over_daily_limit(store: Store, rules: Rules, phone: str, service: str) -> int:
+    """0 while `phone` is within its daily limit for `service`; else which held one the next is (1 for the first)."""
+    if rules.submissions_per_day <= 0:
+        return 0
+    made = store.submissions_since(phone, service, store.clock() - DAY)
+    return max(0, made - rules.submissions_per_day + 1)
+
+
+def too_many_text(engine: Engine, lang: str, retry_after: float) -> str:
+    """What a phone past a rate limit is told: in how many minutes to try again."""
+    return engine.catalog.text(lang, TOO_MANY_TEXT, minutes=max(1, math.ceil(retry_after / 60)))
+
+
+def held_text(engine: Engine, lang: str, ref: str) -> str:
+    """What a villager is told of a held submission: its reference, and that staff look at it first."""
+    return engine.catalog.text(lang, HELD_TEXT, ref=ref)
 
 
 def confirmation_text(engine: Engine, submission: dict) -> str:

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from flows import Context, Engine, SessionOutdated, Turn
+from sync.limits import Verdict
 from sync.store import Store
 
 from . import turn
 from .callback import BadCallback, e164, printable, read_form, refuse, require
 from .log import mask_phone
-from .resources import Rules, engine_key, rules_key, sender_key, store_key
+from .resources import Limits, Rules, engine_key, limits_key, rules_key, sender_key, store_key
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,21 @@ def newest_input(history: str, text: str) -> str | None:
     return None
 
 
-def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop) -> str:
-    """Answer one hop; runs in the store's thread, all in one transaction."""
+def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, limits: Limits | None = None) -> str:
+    """Answer one hop; runs in the store's thread, all in one transaction.
+
+    A new session past the phone's hourly limit (`limits`) is answered END
+    politely and leaves nothing stored; a session under way is never limited.
+    """
     ctx = turn.context(store, rules, hop.phone)
     with store.transaction():
         saved = store.session(hop.session_id)
         if saved is not None and saved["phone_hash"] != store.phone_digest(hop.phone):
             raise BadCallback("sessionId belongs to another phoneNumber")
+        if saved is None and limits is not None:
+            verdict = limits.ussd_sessions.hit(store.phone_digest(hop.phone))
+            if not verdict.allowed:
+                return _refused(store, engine, rules, hop, limits.ussd_sessions.limit, verdict)
         if saved is None:
             step = _first_turn(store, engine, rules, hop, ctx)
         elif saved["done"] or hop.text == saved["history"]:
@@ -88,18 +97,33 @@ def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop) -> str:
             except SessionOutdated as error:
                 log.warning("session %s: %s; back to the main menu", hop.session_id, error)
                 step = engine.start(saved["state"].get("lang", rules.default_language), ctx)
+        text = step.text
         if step.submission is not None:
-            turn.submit(store, engine, rules, step.submission, phone=hop.phone, channel="ussd",
-                        session_id=hop.session_id)
+            made = turn.submit(store, engine, rules, step.submission, phone=hop.phone, channel="ussd",
+                               session_id=hop.session_id)
+            if made["held"]:
+                text = turn.held_text(engine, step.session["lang"], made["ref"])
         if step.language is not None:
             turn.set_language(store, hop.phone, step.language)
-        body = ("END " if step.done else "CON ") + step.text
+        body = ("END " if step.done else "CON ") + text
         store.save_session(hop.session_id, phone=hop.phone, service_code=hop.service_code,
                            state=step.session, history=hop.text, response=body, done=step.done,
                            resumable=engine.resumable(step.session))
     log.debug("ussd %s %s: %s/%s%s", hop.session_id, mask_phone(hop.phone), step.session["flow"],
               step.session["screen"], " (end)" if step.done else "")
     return body
+
+
+def _refused(store: Store, engine: Engine, rules: Rules, hop: Hop, limit: int, verdict: Verdict) -> str:
+    """The END for a new session past the phone's hourly limit: when to try again, in the caller's language.
+
+    Only the first refusal in the phone's window is logged: a flood writes one line, not one per dial.
+    """
+    if verdict.first_refusal:
+        log.warning("ussd %s: %s started more than %d sessions within the hour; new ones refused for %d s",
+                    hop.session_id, mask_phone(hop.phone), limit, verdict.retry_after)
+    lang = turn.language_of(store, engine, rules, hop.phone)
+    return "END " + turn.too_many_text(engine, lang, verdict.retry_after)
 
 
 def _first_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, ctx: Context) -> Turn:
@@ -125,7 +149,8 @@ async def ussd_callback(request: web.Request) -> web.Response:
     try:
         hop = parse_hop(await read_form(request))
         store = request.app[store_key]
-        body = await store.call(ussd_turn, request.app[engine_key], request.app[rules_key], hop)
+        body = await store.call(ussd_turn, request.app[engine_key], request.app[rules_key], hop,
+                                request.app[limits_key])
     except BadCallback as error:
         raise refuse(request, error) from None
     if body.startswith("END "):

@@ -66,6 +66,16 @@ gateway tells its phone, in words from its own catalogs, that another
 registration used the same answer and was decided.
 """
 
+HOLD = "hold"
+"""An optional field of a batch item: why its gateway held it for staff review; absent when it did not.
+
+A held submission was stored and its reference shown to the villager, but it
+got no confirmation SMS; the central backend stores it as `review` with a
+reason for staff (never in a note, the update feed or Open311).
+"""
+HOLD_LIMIT = "limit"
+"""`HOLD`: one phone made more submissions of this service in 24 hours than the gateway's daily limit."""
+
 HEADER = "X-Kentongan-"
 GATEWAY = HEADER + "Gateway"
 TIMESTAMP = HEADER + "Timestamp"

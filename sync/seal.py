@@ -182,3 +182,13 @@ class Sealer:
     def digest(self, text: str) -> str:
         """A keyed digest: equal inputs give equal digests, and nobody without the key can test guesses."""
         return hmac.new(self._mac_key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def mask_phone(phone: str) -> str:
+    """`+6281234567890` -> `+62812****890`: enough to tell callers apart, not to call them.
+
+    What logs show of a number, and what a role that may not see personal fields sees of one.
+    """
+    if len(phone) < 9:
+        return "****"
+    return f"{phone[:6]}****{phone[-3:]}"

@@ -29,12 +29,13 @@ from typing import Callable
 import sqlite_utils
 from ulid import ULID
 
-from . import outbox
+from . import accounts, outbox
+from .accounts import Accounts
 from .database import Clock, Database, stamp as _stamp, utc_now
 from .errors import AlreadyClaimed
 from .outbox import Outbox
 from .pending import Pending
-from .protocol import STATUSES
+from .protocol import HOLD, HOLD_LIMIT, STATUSES
 from .seal import Sealer
 
 DATABASE_NAME = "gateway.db"
@@ -97,12 +98,17 @@ def _v5(db: sqlite_utils.Database) -> None:
     db["outbox"].create_index(["state", "updated_at"])  # final rows past sms.keep_days go
 
 
+def _v6(db: sqlite_utils.Database) -> None:
+    """Operator accounts, their sessions and lock-outs, and the append-only audit log (`accounts.py`)."""
+    accounts.migrate(db)
+
+
 _STATUS_KEYS = ("ref", "service", "status", "created_at", "note", "status_at")
 _STATUS_COLUMNS = ", ".join(_STATUS_KEYS)
 """What a caller may see of their own submission."""
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 class Store(Database):
@@ -115,6 +121,7 @@ class Store(Database):
         self.db.execute("PRAGMA foreign_keys=ON")
         self.outbox = Outbox(self)
         self.pending = Pending(self)
+        self.accounts = Accounts(self.db, "gateway", clock)
 
     @classmethod
     def open(cls, data_dir: str | Path, clock: Clock = utc_now) -> "Store":
@@ -344,6 +351,12 @@ class Store(Database):
         ).fetchall()
         return [dict(zip(_STATUS_KEYS, row)) for row in rows]
 
+    def submissions_since(self, phone: str, service: str, since: dt.datetime) -> int:
+        """How many submissions of `service` this phone made at or after `since` (the daily limit)."""
+        return self.db.execute(
+            "SELECT count(*) FROM submissions WHERE phone_hash = ? AND created_at >= ? AND service = ?",
+            [self.phone_digest(phone), _stamp(since), service]).fetchone()[0]
+
     def find_submission(self, ref: str, phone: str) -> dict | None:
         """The submission `ref` if `phone` made it (same keys as `recent_submissions`)."""
         row = self.db.execute(
@@ -366,9 +379,13 @@ class Store(Database):
     # -- replication ---------------------------------------------------------
 
     def pending_submissions(self, limit: int, after: str = "") -> list[dict]:
-        """Submissions not yet at the central backend, oldest first, as sync items (personal fields opened)."""
+        """Submissions not yet at the central backend, oldest first, as sync items (personal fields opened).
+
+        One still pending in `review` was held here (over the daily limit): it
+        carries `protocol.HOLD`, so the central backend holds it for staff too.
+        """
         rows = self.db.execute(
-            "SELECT id, ref, service, channel, answers, phone, language, created_at FROM submissions "
+            "SELECT id, ref, service, channel, answers, phone, language, created_at, status FROM submissions "
             "WHERE sync_state = 'pending' AND id > ? ORDER BY id LIMIT ?", [after, limit]).fetchall()
         keys = ("id", "ref", "service", "channel", "answers", "phone", "language", "created_at")
         items = []
@@ -376,6 +393,8 @@ class Store(Database):
             item = dict(zip(keys, row))
             item["answers"] = json.loads(self.sealer.open(item["answers"]))
             item["phone"] = self.sealer.open(item["phone"])
+            if row[-1] == "review":
+                item[HOLD] = HOLD_LIMIT
             items.append(item)
         return items
 

@@ -412,3 +412,18 @@ async def test_ussd_reference_collision_draws_another(gateway, monkeypatch):
     second = (await gateway.dial("b", "1", "1", "Dusun Lor", "Lampu mati", "1"))[-1]
     assert "Kode: KZZZZZ9." in second
     assert sorted(refs(gateway)) == sorted([taken, "KZZZZZ9"])
+
+
+async def test_ussd_callback_key_cannot_be_guessed_from_one_address(tmp_path, caplog):
+    gw = await Gateway(make_config(tmp_path, gateway__callback_secret="s3cret",
+                                   limits__wrong_keys_per_minute=3)).start()
+    try:
+        statuses = [(await gw.post(f"/ussd/africastalking?key=guess{n}", GOOD_FORM))[0] for n in range(6)]
+        assert statuses == [403, 403, 403, 429, 429, 429]
+        # Once held, even the right key is not compared until the minute ends: a guess cannot be confirmed.
+        async with gw.http.post(gw.url + "/ussd/africastalking?key=s3cret", data=GOOD_FORM) as response:
+            assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+            assert "too many wrong callback keys" in await response.text()
+        assert len([r for r in caplog.records if "wrong callback keys" in r.getMessage()]) == 1
+    finally:
+        await gw.stop()

@@ -6,7 +6,11 @@
                                          since, limit, cursor)
     /api/v1/submissions/{ref}     PATCH  staff: set status (one of `protocol.STATUSES`) and note
 
-Staff calls carry `Authorization: Bearer <central.staff_token>`. The
+Staff calls carry `Authorization: Bearer <token>`: a person's own token
+(`kentongan central staff token NAME`), whose role decides what the call
+may do and see (without `personal`, phones are masked and personal answers
+left out; with it, each submission shown is an audit row), or the shared
+`central.staff_token`, deprecated. The
 `village` filter is matched by the store's keyed digest (the place is
 sealed at rest); the answer shows it opened.
 
@@ -36,11 +40,15 @@ up to `MAX_NOTE` characters); when it decides a submission held for review,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import json
 import logging
+import math
+import time
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 import secrets
@@ -50,13 +58,19 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from ..accounts import TOKEN_PREFIX
 from ..errors import ClockSkew, SignatureError
+from ..limits import RateLimiter
+from ..pages import FORM_BODY_LIMIT, PageSettings, roles_with, sign_in
 from ..protocol import (BATCH_PATH, GATEWAY, REFUSAL, SILENT_STATUSES, STATUSES, UPDATES_PATH, batch_bytes,
                         check_request, decode_batch, loads, sign_answer)
+from ..seal import mask_phone
 from ..thread import StoreThread
 from .config import CentralConfig
+from .limits import RateLimits
 from .open311 import OPEN311_BODY_LIMIT, create_request, setup_open311
-from .store import Key, NoPrefix, utc_stamp
+from .pages import setup_office
+from .store import CentralStore, Key, NoPrefix, utc_stamp
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +78,7 @@ central_config_key = web.AppKey("central_config", CentralConfig)
 central_store_key = web.AppKey("central_store", StoreThread)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 body_limits_key = web.AppKey("body_limits", dict)
+rate_limits_key = web.AppKey("rate_limits", RateLimits)
 NO_BODY_LIMIT = 1024
 """What a route that takes no body reads at most (aiohttp takes 0 for no limit)."""
 STAFF_BODY_LIMIT = 16 * 1024
@@ -75,22 +90,36 @@ UPDATES_LIMIT = 500
 PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 1000
 MAX_NOTE = 500
+SHARED_TOKEN = "central.staff_token"
+"""The audit log's `who` for calls made with the shared, deprecated token."""
+SHARED_TOKEN_PERMISSIONS = frozenset({"read", "act", "personal", "audit"})
+WRONG_TOKENS_PER_MINUTE = 60
+"""Failed staff-token lookups one source address may make per minute; more get 429."""
+DEPRECATION_LOG_SECONDS = 3600.0
+MAX_TOKEN = 200
 """The longest staff note kept; an SMS carries as much of it as fits one message."""
 
 
-def create_central_app(config: CentralConfig) -> web.Application:
+def create_central_app(config: CentralConfig, pages: PageSettings = PageSettings()) -> web.Application:
     """The central backend for `config`: the one assembly `serve`, `central serve` and the tests use.
 
+    `pages` are the office pages' catalogs, languages and sign-in rules (by
+    default English message ids only: enough for an API-only backend).
     Raises ValueError when `config.open311_services` names a code that is not among `config.forms`.
     """
-    app = web.Application(client_max_size=NO_BODY_LIMIT, middlewares=[bounded_body],
+    limits = RateLimits(config)
+    app = web.Application(client_max_size=NO_BODY_LIMIT, middlewares=[limits, bounded_body],
                           handler_args={"logger": ClientErrorLog(logging.getLogger("aiohttp.server"), None)})
     app[central_config_key] = config
+    app[rate_limits_key] = limits
     app[body_limits_key] = {receive_batch: batch_bytes(config.batch_size), change_submission: STAFF_BODY_LIMIT,
-                            create_request: OPEN311_BODY_LIMIT}
+                            create_request: OPEN311_BODY_LIMIT, sign_in: FORM_BODY_LIMIT}
+    app[staff_gate_key] = StaffGate(config.staff_token)
+    app.on_startup.append(app[staff_gate_key].on_startup)
     setup_open311(app, config, central_store_key)
     app.cleanup_ctx.append(store_context)
     setup_routes(app)
+    setup_office(app, pages, central_store_key)
     return app
 
 
@@ -187,11 +216,36 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
 
 
+READERS = 2
+"""Reading threads beside the store's one writing thread (`StoreThread.read`): Open311's lists and reads."""
+RETENTION_SECONDS = 24 * 3600
+
+
 async def store_context(app: web.Application) -> AsyncIterator[None]:
-    thread = await StoreThread.open(CentralConfig.open_store, app[central_config_key])
+    """The store's thread and its readers for the app's lifetime; with `retention_days`, the daily erasure."""
+    config = app[central_config_key]
+    thread = await StoreThread.open(CentralConfig.open_store, config, readers=READERS)
     app[central_store_key] = thread
+    retention = asyncio.create_task(_retain(thread, config)) if config.retention else None
     yield
+    if retention:
+        retention.cancel()
+        await asyncio.gather(retention, return_exceptions=True)
     thread.close()
+
+
+async def _retain(thread: StoreThread, config: CentralConfig) -> None:
+    """As the backend starts, then daily: erase the personal data of submissions final for `retention_days`
+    (`CentralStore.purge_personal`)."""
+    while True:
+        try:
+            erased = await thread.call(lambda s: s.purge_personal(config.retention))
+            if erased:
+                log.info("retention erased the answers and phone number of %d submissions final for over %d days",
+                         erased, config.retention_days)
+        except Exception:
+            log.exception("retention failed")
+        await asyncio.sleep(RETENTION_SECONDS)
 
 
 # -- the sync API ---------------------------------------------------------------------
@@ -282,17 +336,110 @@ async def send_updates(request: web.Request) -> web.Response:
 
 # -- the staff API --------------------------------------------------------------------
 
-def _staff(request: web.Request) -> None:
-    token = request.app[central_config_key].staff_token
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a staff call: the account's name (the audit log's `who`) and what its role permits."""
+
+    who: str
+    permissions: frozenset[str]
+
+
+class StaffGate:
+    """What the staff API remembers between calls: failed token lookups per source address, and when the
+    shared token's deprecation was last logged: as the backend starts serving when one is configured, then at most
+    once per DEPRECATION_LOG_SECONDS while it is used."""
+
+    def __init__(self, shared_token: str) -> None:
+        self.wrong_tokens = RateLimiter("wrong staff tokens per address", WRONG_TOKENS_PER_MINUTE, 60.0)
+        self.warned_at = -DEPRECATION_LOG_SECONDS
+        self.shared_token = shared_token
+
+    async def on_startup(self, app: web.Application) -> None:
+        if self.shared_token:
+            self.shared_token_used()
+
+    def shared_token_used(self) -> None:
+        now = time.monotonic()
+        if now - self.warned_at >= DEPRECATION_LOG_SECONDS:
+            self.warned_at = now
+            log.warning("central.staff_token is deprecated: give each person an account (kentongan central staff "
+                        "add) and a token (kentongan central staff token)")
+
+
+staff_gate_key = web.AppKey("staff_gate", StaffGate)
+
+
+async def _staff(request: web.Request, permission: str) -> Caller:
+    """The caller of a staff call, when its `Authorization: Bearer` token is a live per-person token or the
+    shared `central.staff_token` (deprecated; it acts with `SHARED_TOKEN_PERMISSIONS`) and it may
+    `permission`; else 401, 403, or 429 for an address that sent WRONG_TOKENS_PER_MINUTE wrong tokens
+    (checked first, so that no token, not even the shared one, can be guessed past it).
+
+    Only failed lookups count against an address; the token is never logged.
+    """
+    gate, shared = request.app[staff_gate_key], request.app[central_config_key].staff_token
+    address = request.remote or "?"
+    if not gate.wrong_tokens.peek(address).allowed:
+        verdict = gate.wrong_tokens.hit(address)
+        if verdict.first_refusal:
+            log.warning("staff API: %d wrong tokens from %s this minute; refused with 429 until it ends",
+                        gate.wrong_tokens.limit, ascii(address))
+        seconds = max(1, math.ceil(verdict.retry_after))
+        raise web.HTTPTooManyRequests(text=f"too many wrong staff tokens from this address; retry in {seconds} s",
+                                      headers={"Retry-After": str(seconds)})
     given = request.headers.get("Authorization", "")
-    if not token or not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), f"Bearer {token}".encode()):
-        raise web.HTTPUnauthorized(text="staff token required: Authorization: Bearer <central.staff_token>")
+    if shared and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), f"Bearer {shared}".encode()):
+        gate.shared_token_used()
+        return _permitted(Caller(SHARED_TOKEN, SHARED_TOKEN_PERMISSIONS), permission)
+    scheme, _, token = given.partition(" ")
+    token = token.strip()
+    account = None
+    if scheme == "Bearer" and token.startswith(TOKEN_PREFIX) and _is_text(token) and len(token) <= MAX_TOKEN:
+        account = await request.app[central_store_key].call(lambda s: s.accounts.token_account(token))
+    if account is None:
+        gate.wrong_tokens.hit(address)
+        raise web.HTTPUnauthorized(text="staff token required: Authorization: Bearer <token> "
+                                        "(kentongan central staff token NAME)")
+    return _permitted(Caller(account["name"], account["permissions"]), permission)
 
 
-def _public(row: dict) -> dict:
-    return {key: row[key] for key in ("ref", "service", "channel", "status", "note", "village", "language",
-                                      "answers", "phone", "gateway_id", "created_at", "received_at", "updated_at",
-                                      "review_of", "review_reason")}
+def _permitted(caller: Caller, permission: str) -> Caller:
+    if permission not in caller.permissions:
+        raise web.HTTPForbidden(text=f"{caller.who}'s role may not do this: it needs a role with "
+                                     f"{permission!r} ({', '.join(roles_with('central', permission))})")
+    return caller
+
+
+def _public(row: dict, caller: Caller, forms) -> dict:
+    """What staff see of a submission: everything, for a role that may see personal fields; else the phone
+    masked and only the answers that `not_personal` lets through."""
+    shown = {key: row[key] for key in ("ref", "service", "channel", "status", "note", "village", "language",
+                                       "answers", "phone", "gateway_id", "created_at", "received_at", "updated_at",
+                                       "review_of", "review_reason", "purged_at")}
+    if "personal" not in caller.permissions:
+        allowed = not_personal(forms.get(row["service"]))
+        shown["phone"] = mask_phone(row["phone"]) if row["phone"] else ""
+        shown["answers"] = {name: value for name, value in row["answers"].items() if name in allowed}
+    return shown
+
+
+def not_personal(form: dict | None) -> frozenset[str]:
+    """The answers of `form` that a role without `personal` may see: those chosen from a list, and the place
+    and description (what Open311 publishes anyway). Typed answers such as a NIK, a name, a birth date or a
+    business name are personal; so is any answer the form does not describe."""
+    if form is None:
+        return frozenset()
+    return frozenset(question["answer"] for question in form["questions"]
+                     if question["kind"] == "choice" or question["answer"] in (form.get("address"),
+                                                                                form.get("description")))
+
+
+def _shown(store: CentralStore, rows: list[dict], caller: Caller) -> None:
+    """Audit a personal view of each of `rows` (one row per submission), when `caller` sees personal fields."""
+    if "personal" in caller.permissions:
+        with store.transaction():
+            for row in rows:
+                store.accounts.audit(caller.who, "personal-view", row["ref"])
 
 
 def encode_cursor(key: Key) -> str:
@@ -323,7 +470,7 @@ def _limit(text: str | None) -> int:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "rate_limited": request.app[rate_limits_key].counts()})
 
 
 def _parsed(text: str | None, parse, reason: str):
@@ -337,22 +484,27 @@ def _parsed(text: str | None, parse, reason: str):
 
 
 async def list_submissions(request: web.Request) -> web.Response:
-    _staff(request)
+    caller = await _staff(request, "read")
     query = request.query
     if query.get("status") and query["status"] not in STATUSES:
         raise web.HTTPBadRequest(text=f"status must be one of {', '.join(STATUSES)}")
     limit = _limit(query.get("limit"))
     since = _parsed(query.get("since"), utc_stamp, "since must be an ISO 8601 time, like 2026-11-01T00:00:00Z")
     after = _parsed(query.get("cursor"), decode_cursor, "cursor must be the `next` of an earlier page")
-    rows, more = await request.app[central_store_key].call(lambda s: s.submissions(
+
+    thread = request.app[central_store_key]
+    rows, more = await thread.read(lambda s: s.submissions(
         status=query.get("status"), service=query.get("service"), village=query.get("village"), since=since,
         after=after, limit=limit))
-    return web.json_response({"submissions": [_public(r) for r in rows],
+    if "personal" in caller.permissions:  # a reader refuses to write: the audit rows go through the writer
+        await thread.call(_shown, rows, caller)
+    forms = request.app[central_config_key].forms
+    return web.json_response({"submissions": [_public(r, caller, forms) for r in rows],
                               "next": encode_cursor(more) if more else None})
 
 
 async def change_submission(request: web.Request) -> web.Response:
-    _staff(request)
+    caller = await _staff(request, "act")
     data = await _json_body(request, "body must be UTF-8 JSON: {\"status\": ..., \"note\": ...}")
     status, note = (data.get("status"), data.get("note", "")) if isinstance(data, dict) else (None, "")
     if status not in STATUSES:
@@ -362,10 +514,20 @@ async def change_submission(request: web.Request) -> web.Response:
     if len(note) > MAX_NOTE:
         raise web.HTTPBadRequest(text=f"note must be text of at most {MAX_NOTE} characters (this one has {len(note)})")
     ref = request.match_info["ref"].upper()
-    row = await request.app[central_store_key].call(lambda s: s.set_status(ref, status, note))
+
+    def change(store: CentralStore) -> dict | None:
+        with store.transaction():
+            before = store.submission(ref)
+            row = store.set_status(ref, status, note) if before else None
+            if row is not None:
+                store.accounts.audit(caller.who, "status", ref, f"{before['status']} -> {row['status']}")
+                _shown(store, [row], caller)
+            return row
+
+    row = await request.app[central_store_key].call(change)
     if row is None:
         raise web.HTTPNotFound(text=f"no submission {ref}")
-    return web.json_response({**_public(row), "sms": _sms(request.app[central_config_key], row),
+    return web.json_response({**_public(row, caller, request.app[central_config_key].forms), "sms": _sms(request.app[central_config_key], row),
                               "also_notified": row["also_notified"]})
 
 

@@ -40,7 +40,11 @@ class CentralConfig:
     status change sends (the backend knows no catalogs), so that staff are
     told what their note becomes. `batch_size` is the most items a gateway
     sends in one batch (`sync.batch_size`): it sets how much of a sync
-    request the backend reads at all.
+    request the backend reads at all. `retention_days` is how long a
+    submission whose status is final stays whole once unchanged (see
+    `CentralStore.purge_personal`); 0 keeps everything forever.
+    `open311_posts_per_minute` and `sync_per_minute` limit those requests per
+    source address (`limits.py`); 0, the default here, turns a limit off.
     """
 
     data_dir: Path
@@ -55,6 +59,9 @@ class CentralConfig:
     clock: Callable[[], dt.datetime] = utc_now
     notice: NoticeRenderer | None = None
     batch_size: int = 100
+    open311_posts_per_minute: int = 0
+    sync_per_minute: int = 0
+    retention_days: int = 365
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a caller's dicts cannot change the running backend.
@@ -74,6 +81,11 @@ class CentralConfig:
         """Per service, the answers one submission may hold (a voter's NIK)."""
         return MappingProxyType({code: tuple(form["unique"]) for code, form in self.forms.items()
                                  if form.get("unique")})
+
+    @property
+    def retention(self) -> dt.timedelta | None:
+        """How long a final submission stays whole once unchanged; None when kept forever."""
+        return dt.timedelta(days=self.retention_days) if self.retention_days else None
 
     def open_store(self) -> CentralStore:
         """The central store in `data_dir`, knowing `gateways`.

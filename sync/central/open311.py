@@ -20,7 +20,9 @@ from the forms (`service.py`): only the services named in
 `CentralConfig.open311_services` (by default the problem report) are
 exposed. Voter registrations and permits carry NIK and names. Lists are
 filtered, ordered and limited by the store in SQL; only the rows returned
-are unsealed. A POST body is read up to `OPEN311_BODY_LIMIT` (the app's
+are unsealed. Every read runs in a reading thread of the store
+(`StoreThread.read`), never in its one writing thread: a client asking for
+the widest lists, many at once, never holds up a gateway's sync. A POST body is read up to `OPEN311_BODY_LIMIT` (the app's
 `bounded_body`), must be UTF-8 text fields, and its coordinates finite
 numbers on the globe: nothing else is stored, and nothing but JSON and
 well-formed XML goes out.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import json
 import logging
 import math
 import re
@@ -128,13 +131,22 @@ def _xml(parent: ET.Element, tag: str, data) -> None:
 
 def render(fmt: str, root: str, item: str, rows: list[dict], status: int = 200) -> web.Response:
     """Rows as `fmt`: a JSON list, or `<root><item>...</item></root>`."""
+    return answer(fmt, serialize(fmt, root, item, rows), status)
+
+
+def serialize(fmt: str, root: str, item: str, rows: list[dict]) -> bytes:
+    """The body `render` answers with: made apart, so that a long list is made in a reading thread."""
     if fmt == "json":
-        return web.json_response(rows, status=status)
+        return json.dumps(rows).encode()
     top = ET.Element(root)
     for row in rows:
         _xml(top, item, row)
-    body = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(top, encoding="utf-8")
-    return web.Response(body=body, status=status, content_type="text/xml", charset="utf-8")
+    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(top, encoding="utf-8")
+
+
+def answer(fmt: str, body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json" if fmt == "json" else "text/xml",
+                        charset="utf-8")
 
 
 def _format(request: web.Request) -> str:
@@ -246,27 +258,31 @@ async def request_list(request: web.Request, fmt: str) -> web.Response:
         if len(refs) > MAX_REFS:
             raise Open311Error(400, f"service_request_id names at most {MAX_REFS} requests")
         refs = [ref for ref in refs if _REF.match(ref)]
-        rows = await _store(request).call(lambda s: s.service_requests(codes, refs=refs, limit=LIST_LIMIT))
+        wanted = {"refs": refs}
     else:
         start = _when(query["start_date"], "start_date") if query.get("start_date") else \
             stamp(settings.clock() - dt.timedelta(days=LIST_DAYS))
         end = _when(query["end_date"], "end_date") if query.get("end_date") else None
         statuses = _statuses(query["status"]) if query.get("status") else ()
         if query.get("service_code"):
-            wanted = {code.strip() for code in query["service_code"].split(",")}
-            codes = [code for code in codes if code in wanted]
-        rows = await _store(request).call(lambda s: s.service_requests(
-            codes, start=start, end=end, statuses=statuses, limit=LIST_LIMIT))
-    services = settings.services
-    return render(fmt, "service_requests", "request",
-                  [_as_request(r, services[r["service"]], settings.agency) for r in rows])
+            named = {code.strip() for code in query["service_code"].split(",")}
+            codes = [code for code in codes if code in named]
+        wanted = {"start": start, "end": end, "statuses": statuses}
+
+    def listed(store: CentralStore) -> bytes:
+        """The answer's body, made in a reading thread: the event loop only sends it."""
+        rows = store.service_requests(codes, **wanted, limit=LIST_LIMIT)
+        return serialize(fmt, "service_requests", "request",
+                         [_as_request(r, settings.services[r["service"]], settings.agency) for r in rows])
+
+    return answer(fmt, await _store(request).read(listed))
 
 
 @_handler
 async def one_request(request: web.Request, fmt: str) -> web.Response:
     settings = request.app[open311_key]
     ref = request.match_info["id"].upper()
-    row = await _store(request).call(lambda s: s.submission(ref)) if _REF.match(ref) else None
+    row = await _store(request).read(lambda s: s.submission(ref)) if _REF.match(ref) else None
     if row is None or row["service"] not in settings.services:
         raise Open311Error(404, f"service_request_id {ascii(ref[:40])} was not found")
     return render(fmt, "service_requests", "request",

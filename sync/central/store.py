@@ -34,6 +34,7 @@ will implement.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import itertools
 import json
@@ -46,9 +47,11 @@ from typing import Callable, Iterator, Mapping, Sequence
 import sqlite_utils
 from ulid import ULID
 
+from .. import accounts
+from ..accounts import Accounts
 from ..database import Database, stamp, utc_now
 from ..errors import StoreError
-from ..protocol import SAME_ANSWER, STATUSES
+from ..protocol import HOLD, HOLD_LIMIT, SAME_ANSWER, STATUSES
 from ..reference import ALPHABET, MAX_LENGTH, RANDOM_LENGTH, check_prefix
 from ..seal import Sealer
 
@@ -59,6 +62,8 @@ _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _REF = re.compile(r"^[0-9A-Z]{6,8}$")
 ITEM_FIELDS = ("id", "ref", "service", "channel", "answers", "phone", "language", "created_at")
 NEWEST_FIRST = "created_at DESC, id DESC"
+FINAL_STATUSES = ("resolved", "rejected")
+"""Statuses after which nothing more is done: retention counts from a submission's last change in one."""
 PREFIX_ORDER = "".join(sorted(ALPHABET, key=str.isdigit))
 """The order prefixes are handed out in: letters first (`A`, `B`, ...), then digits, then two characters."""
 
@@ -174,6 +179,16 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_submissions_village_digest ON submissions (village_digest, created_at, id)")
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    """Staff accounts, their sessions, API tokens and lock-outs, and the append-only audit log (`accounts.py`)."""
+    accounts.migrate(db)
+
+
+def _v6(db: sqlite_utils.Database) -> None:
+    """When retention erased a submission's personal data (`CentralStore.purge_personal`); NULL while whole."""
+    db["submissions"].add_column("purged_at", str)
+
+
 def village_key(village: str) -> str:
     """What a place is compared by: casefolded, runs of spaces as one (`" Dusun  KIDUL"` -> `"dusun kidul"`)."""
     return " ".join(village.casefold().split())
@@ -186,7 +201,7 @@ def _valid_prefix(prefix: str) -> bool:
         return False
 
 
-MIGRATIONS = [_v1, _v2, _v3, _v4]
+MIGRATIONS = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 class CentralStore(Database):
@@ -209,6 +224,7 @@ class CentralStore(Database):
         self.addresses = addresses
         self.uniques = uniques
         self.ref_prefix = ref_prefix
+        self.accounts = Accounts(self.db, "central", clock)
         self._seal_villages()
         self._claim_existing()
 
@@ -219,6 +235,21 @@ class CentralStore(Database):
         data_dir = Path(data_dir)
         return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock, addresses,
                    uniques, ref_prefix)
+
+    def reader(self) -> "CentralStore":
+        """A read-only twin of this store on a connection of its own, for a reading thread beside the store's.
+
+        It shares the key and the settings but no connection: SQLite opens the
+        file read-only (`mode=ro`, `query_only`), so a twin that was asked to
+        write raises instead of competing with the store's one writer. Through
+        WAL, its reads never wait for that writer, nor the writer for them.
+        """
+        twin = copy.copy(self)
+        conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10,
+                               check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA query_only = ON")
+        twin.db = sqlite_utils.Database(conn)
+        return twin
 
     # -- gateways and replay protection -----------------------------------------
 
@@ -439,8 +470,9 @@ class CentralStore(Database):
         """Store a batch; answer each item `accepted`, `duplicate` or `rejected` with a reason.
 
         A new item whose reference does not carry the gateway's prefix is
-        rejected. Raises `NoPrefix` (nothing stored) for a gateway that has
-        no prefix yet.
+        rejected. One its gateway held (`protocol.HOLD`: over the phone's daily
+        limit) is stored as `review` with a reason for staff. Raises `NoPrefix`
+        (nothing stored) for a gateway that has no prefix yet.
         """
         prefix = (self.gateway(gateway_id) or {}).get("prefix")
         if not prefix:
@@ -473,6 +505,10 @@ class CentralStore(Database):
                     continue
                 self._insert(item_id, gateway_id, item["ref"], item["service"], item["channel"], item["answers"],
                              item["phone"], item["language"], utc_stamp(item["created_at"]), now)
+                if item.get(HOLD) is not None:
+                    self._hold(item_id, None, f"more {item['service']} submissions from one phone in 24 hours "
+                                              f"than its gateway's daily limit" if item[HOLD] == HOLD_LIMIT
+                               else f"held for review by its gateway ({ascii(item[HOLD])[:40]})", now)
                 results.append({"id": item_id, "result": "accepted"})
         return results
 
@@ -545,6 +581,32 @@ class CentralStore(Database):
         rows = self.db.execute("SELECT id FROM submissions WHERE gateway_id = ? ORDER BY id", [gateway_id])
         return [row[0] for row in rows.fetchall()]
 
+    # -- retention ----------------------------------------------------------------
+
+    def purge_personal(self, older_than: dt.timedelta) -> int:
+        """Erase what villagers told in submissions whose status has been final (`FINAL_STATUSES`) and
+        unchanged for `older_than`; return how many were erased now.
+
+        What stays: reference, service, channel, language, gateway, status, the
+        staff's note and review reason, the dates and the place's keyed digest,
+        so lists, counts and Open311 still show the submission; its claims stay
+        digests, so a NIK still registers once. Answers and phone become sealed
+        empty values and the sealed place goes, once: `purged_at` records when.
+        The freed bytes are zeroed (`secure_delete`) and the WAL is emptied, so
+        the erased values do not linger in the files either.
+        """
+        now = self.clock()
+        self.db.execute("PRAGMA secure_delete = ON")
+        with self.transaction():
+            erased = self.db.execute(
+                f"UPDATE submissions SET answers = ?, phone = ?, village = '', purged_at = ? WHERE purged_at IS NULL "
+                f"AND status IN ({', '.join('?' * len(FINAL_STATUSES))}) AND updated_at < ?",
+                [self.sealer.seal("{}"), self.sealer.seal(""), stamp(now), *FINAL_STATUSES,
+                 stamp(now - older_than)]).rowcount
+        if erased:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return erased
+
     # -- reading ------------------------------------------------------------------
 
     def submission(self, ref: str) -> dict | None:
@@ -577,6 +639,8 @@ class CentralStore(Database):
                          end: str | None = None, statuses: Sequence[str] = (), limit: int = 1000) -> list[dict]:
         """Submissions of `services`, newest first: those with references `refs` when given, else
         those created from `start` to `end` (`stamp()`s, both inclusive) with one of `statuses` (any when empty).
+
+        For Open311, which shows neither phone nor `village`: those stay sealed (None), unopened.
         """
         if not services:
             return []
@@ -595,7 +659,7 @@ class CentralStore(Database):
             if statuses:
                 where.append(f"status IN ({', '.join('?' * len(statuses))})")
                 args.extend(statuses)
-        return [self._open(row) for row in self._select(where, args, limit)]
+        return [self._open(row, personal=False) for row in self._select(where, args, limit)]
 
     def _select(self, where: list[str], args: list, limit: int) -> list[dict]:
         """Sealed rows matching every condition in `where`, newest first, at most `limit`."""
@@ -606,12 +670,15 @@ class CentralStore(Database):
         columns = [column[0] for column in cursor.description]
         return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
-    def _open(self, row: dict) -> dict:
+    def _open(self, row: dict, personal: bool = True) -> dict:
+        """`row` with its answers opened, and unless `personal` is false its phone and place too (else None)."""
         row = dict(row)
         # A NaN or Infinity stored before ingestion refused them reads as None: answers go out as JSON.
         row["answers"] = json.loads(self.sealer.open(row["answers"]), parse_constant=lambda _: None)
-        row["phone"] = self.sealer.open(row["phone"])
-        if row.get("village"):
+        row["phone"] = self.sealer.open(row["phone"]) if personal else None
+        if not personal:
+            row["village"] = None
+        elif row.get("village"):
             row["village"] = self.sealer.open(row["village"])
         return row
 
