@@ -8,6 +8,9 @@ Tables:
     ussd_sessions   the state of each USSD session, its last input history and answer
     callers         each caller's chosen language, by keyed digest of the phone
     sms_pending     SMS reports waiting for their place, one sealed draft per phone (`pending.py`)
+    status_history  every status and note a submission had, oldest first
+    accounts, account_tokens, web_sessions, login_failures, audit
+                    operators, their sessions and lock-outs, the append-only audit log (`accounts.py`)
 
 Personal fields go through `Sealer` (sealed at rest, found by digest) and
 nowhere else. Every write of a USSD turn happens in one `transaction()`, so
@@ -103,12 +106,25 @@ def _v6(db: sqlite_utils.Database) -> None:
     accounts.migrate(db)
 
 
+def _v7(db: sqlite_utils.Database) -> None:
+    """Each submission's history of statuses and notes, readable at the kiosk with no link; who entered a
+    submission for a walk-in villager (`operator`, assisted entry)."""
+    db["status_history"].create({"id": int, "submission_id": str, "status": str, "note": str, "at": str}, pk="id")
+    db.execute("CREATE INDEX idx_status_history_submission ON status_history (submission_id, id)")
+    db["submissions"].add_column("operator", str)
+    # What is known of the past: the submission arrived, and is now where it is.
+    db.execute("INSERT INTO status_history (submission_id, status, note, at) "
+               "SELECT id, 'received', NULL, created_at FROM submissions")
+    db.execute("INSERT INTO status_history (submission_id, status, note, at) "
+               "SELECT id, status, note, status_at FROM submissions WHERE status != 'received' OR note IS NOT NULL")
+
+
 _STATUS_KEYS = ("ref", "service", "status", "created_at", "note", "status_at")
 _STATUS_COLUMNS = ", ".join(_STATUS_KEYS)
 """What a caller may see of their own submission."""
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 
 
 class Store(Database):
@@ -268,8 +284,9 @@ class Store(Database):
     # -- submissions -------------------------------------------------------
 
     def add_submission(self, submission: dict, *, phone: str, channel: str,
-                       session_id: str | None = None) -> dict:
-        """Store a new submission (`service`, `ref`, `answers`, `language`, `unique`).
+                       session_id: str | None = None, operator: str | None = None) -> dict:
+        """Store a new submission (`service`, `ref`, `answers`, `language`, `unique`); `operator` is the
+        kiosk account that entered it for a walk-in villager.
 
         Draw `ref` with `free_reference` in the same transaction. Raises
         `AlreadyClaimed` when a `unique` answer is claimed by this same phone;
@@ -293,6 +310,7 @@ class Store(Database):
             "status_at": now,
             "sync_state": "pending",
             "session_id": session_id,
+            "operator": operator,
             "created_at": now,
             "updated_at": now,
         }
@@ -307,6 +325,7 @@ class Store(Database):
                     claims.append(digest)
             self.db["submissions"].insert(row)
             self.db["claims"].insert_all({"digest": d, "submission_id": row["id"]} for d in claims)
+            self._record_status(row["id"], "received", None, now)
         return {"id": row["id"], "ref": row["ref"], "created_at": now}
 
     def set_status(self, ref: str, status: str, note: str = "") -> dict | None:
@@ -319,14 +338,26 @@ class Store(Database):
             raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUSES)}")
         note = note or None
         with self.transaction():
-            row = self.db.execute("SELECT phone, language, service, status, note FROM submissions WHERE ref = ?",
+            row = self.db.execute("SELECT phone, language, service, status, note, id FROM submissions WHERE ref = ?",
                                   [ref]).fetchone()
             if row is None or (row[3], row[4]) == (status, note):
                 return None
             now = _stamp(self.clock())
             self.db.execute("UPDATE submissions SET status = ?, note = ?, status_at = ?, updated_at = ? WHERE ref = ?",
                             [status, note, now, now, ref])
+            self._record_status(row[5], status, note, now)
         return {"phone": self.sealer.open(row[0]), "language": row[1], "service": row[2], "previous": row[3]}
+
+    def _record_status(self, submission_id: str, status: str, note: str | None, at: str) -> None:
+        self.db.execute("INSERT INTO status_history (submission_id, status, note, at) VALUES (?, ?, ?, ?)",
+                        [submission_id, status, note, at])
+
+    def history(self, ref: str) -> list[dict]:
+        """Submission `ref`'s statuses and notes, oldest first (`status`, `note`, `at`); empty when unknown."""
+        rows = self.db.execute(
+            "SELECT h.status, h.note, h.at FROM status_history h JOIN submissions s ON s.id = h.submission_id "
+            "WHERE s.ref = ? ORDER BY h.id", [ref]).fetchall()
+        return [{"status": status, "note": note, "at": at} for status, note, at in rows]
 
     def taken(self, service: str, answer: str, value: str, phone: str) -> bool:
         """True when `phone` itself already claimed `value` for `answer` of `service`.

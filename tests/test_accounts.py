@@ -1,6 +1,7 @@
 """Accounts, sessions, lock-out, API tokens and the audit log, on real store files."""
 
 import datetime as dt
+import json
 import sqlite3
 
 import pytest
@@ -258,13 +259,22 @@ def test_accounts_audit_log_is_append_only_and_pages_newest_first(store):
     assert {row["who"] for row in store.accounts.audit_log()} == {"ani"}
 
 
+def add_as_of_old(store, ref, answers, status="received", phone="+6281234567890"):
+    """A submission as a store of an older version wrote it (today's code writes columns it did not have)."""
+    now = "2026-11-01T00:00:00.000+00:00"
+    store.db.execute(
+        "INSERT INTO submissions (id, ref, service, channel, answers, phone, phone_hash, language, status, status_at, "
+        "sync_state, created_at, updated_at) VALUES (?, ?, 'report', 'ussd', ?, ?, ?, 'id', ?, ?, 'pending', ?, ?)",
+        [f"01KB{ref:0>22}", ref, store.sealer.seal(json.dumps(answers)), store.sealer.seal(phone),
+         store.phone_digest(phone), status, now, now, now])
+
+
 def test_accounts_migration_adds_the_tables_to_a_gateway_store_of_the_previous_version(tmp_path):
     class OldStore(Store):
         MIGRATIONS = MIGRATIONS[:5]
 
     old = OldStore.open(tmp_path)
-    old.add_submission({"service": "report", "language": "id", "unique": {}, "answers": {"location": "x"},
-                        "ref": "K7AAAAA"}, phone="+6281234567890", channel="ussd")
+    add_as_of_old(old, "K7AAAAA", {"location": "x"})
     assert not TABLES & set(old.db.table_names())
     old.close()
     store = Store.open(tmp_path)

@@ -10,7 +10,8 @@ from sync.database import REFERENCE_DRAWS
 from sync.errors import AlreadyClaimed, KeyFileError, NoFreeReference
 from sync.reference import ALPHABET, check_prefix, new_reference
 from sync.seal import Sealer
-from sync.store import DATABASE_NAME, KEY_FILE_NAME, Store
+from sync.store import DATABASE_NAME, KEY_FILE_NAME, MIGRATIONS as STORE_MIGRATIONS, Store
+from test_accounts import add_as_of_old
 
 SUB = {"service": "voter", "ref": "K7ABCDE", "language": "id", "unique": {"nik": "3201234567890123"},
        "answers": {"nik": "3201234567890123", "name": "Siti Aminah"}}
@@ -180,5 +181,41 @@ def test_store_purge_personal_erases_only_acknowledged_old_submissions(tmp_path)
         # The villager can still ask for its status, and the NIK still registers once.
         assert store.find_submission("K7ABCDE", "+6281234567890")["status"] == "received"
         assert store.taken("voter", "nik", SUB["answers"]["nik"], "+6281234567890")
+    finally:
+        store.close()
+
+
+def test_store_history_keeps_every_status_and_note_in_order(tmp_path):
+    clock = MovableClock()
+    store = Store.open(tmp_path, clock)
+    try:
+        store.add_submission(SUB, phone="+6281234567890", channel="ussd")
+        clock.advance(hours=1)
+        store.set_status("K7ABCDE", "in_progress", "team sent")
+        clock.advance(hours=1)
+        store.set_status("K7ABCDE", "in_progress", "team sent")  # no change: no new line
+        store.set_status("K7ABCDE", "resolved")
+        history = store.history("K7ABCDE")
+        assert [(h["status"], h["note"]) for h in history] == [
+            ("received", None), ("in_progress", "team sent"), ("resolved", None)]
+        assert [h["at"] for h in history] == sorted(h["at"] for h in history) and history[0]["at"] < history[1]["at"]
+        assert store.history("NOSUCH") == []
+    finally:
+        store.close()
+
+
+def test_store_history_of_submissions_stored_before_it_existed(tmp_path):
+    class OldStore(Store):
+        MIGRATIONS = STORE_MIGRATIONS[:6]
+
+    old = OldStore.open(tmp_path)
+    add_as_of_old(old, "K7AAAAA", {"location": "x"})
+    add_as_of_old(old, "K7BBBBB", {"location": "y"}, status="resolved")
+    old.close()
+    store = Store.open(tmp_path)
+    try:
+        assert [h["status"] for h in store.history("K7AAAAA")] == ["received"]
+        assert [h["status"] for h in store.history("K7BBBBB")] == ["received", "resolved"]
+        assert store.submission("K7AAAAA")["operator"] is None
     finally:
         store.close()

@@ -9,6 +9,9 @@ Tables:
     updates       status changes in order; `seq` is the cursor a gateway pulls from
     nonces        request nonces seen in the last minutes (replays are refused)
     meta          which unique answers existing submissions were claimed for
+    accounts, account_tokens, web_sessions, login_failures, audit
+                  staff, their API tokens, sessions and lock-outs, the append-only audit log
+                  (`sync/accounts.py`)
 
 Ingestion is idempotent on the submission id: a batch sent twice, or a
 submission that arrives online and again in a batch file, is stored once.
