@@ -7,10 +7,11 @@ are what tell a crash from an answer.
 
 import itertools
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import our_errors
+from conftest import Gateway, make_config, our_errors
 from flows.text import USSD_LIMIT, ussd_cost
 
 # Inputs a keypad makes, navigation keys, and whatever else a broken proxy might send.
@@ -31,6 +32,16 @@ def check(gateway, caplog, status, body):
     assert not any(sorry in body for sorry in gateway.apologies()), body
     errors = [r.getMessage() for r in our_errors(caplog.records)]
     assert not errors, errors
+
+
+@pytest.fixture
+async def gateway(tmp_path, clock):
+    """A gateway without per-phone limits: three phones dial hundreds of sessions here, and every one of
+    them must reach the menus rather than the polite refusal (test_rate_limits tests the limits)."""
+    gw = await Gateway(make_config(tmp_path / "var", limits__ussd_sessions_per_hour=0,
+                                   limits__submissions_per_day=0), clock).start()
+    yield gw
+    await gw.stop()
 
 
 async def hop(gateway, session, phone, text):
