@@ -29,6 +29,7 @@ from .pages import page_settings, setup_kiosk
 from .resources import (Rules, clock_key, config_key, engine_key, housekeep, in_background, keywords_key,
                         load_engine, rules_key, store_context, store_key)
 from .sender import sender_context
+from .simulator import setup_simulator
 from .sms import delivery_callback, inbound_callback
 from .syncer import syncer_context
 from .ussd import ussd_callback
@@ -218,6 +219,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/sms/africastalking/delivery", delivery_callback)
     app.router.add_get("/healthz", healthz)
     setup_kiosk(app, app[config_key])
+    setup_simulator(app)
 
 
 async def healthz(request: web.Request) -> web.Response:

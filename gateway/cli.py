@@ -18,6 +18,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass
 from typing import Iterator, NoReturn
+from urllib.parse import urlsplit
 
 import aiohttp
 import click
@@ -212,21 +213,35 @@ def _prefix_differs(known: str, configured: str) -> str:
 @click.option("--phone", default="+6281234567890", show_default=True, help="The caller's number (E.164).")
 @click.option("--service-code", default="*384*1#", show_default=True, help="The code the caller dials.")
 @click.option("--url", default=None, help="Gateway callback URL (default: gateway.host and gateway.port).")
-def simulate(config_path, phone: str, service_code: str, url: str | None) -> None:
-    """A feature phone in the terminal: dial a running gateway and type answers."""
+@click.option("--lang", default=None, help="The caller's language (one of language.available), set at the gateway "
+              "as its language menu sets it; needs simulator.enabled there.")
+def simulate(config_path, phone: str, service_code: str, url: str | None, lang: str | None) -> None:
+    """A feature phone in the terminal: dial a running gateway and type answers; after the session ends, the SMS
+    the number received (read from the gateway's /simulator, when simulator.enabled)."""
     with _opened(config_path, require_file=False) as opened:
         config = opened.config
+    if lang is not None and lang not in config["language.available"]:
+        _fail(f"--lang: {lang!r} is not one of language.available ({', '.join(config['language.available'])})")
     url = url or f"http://{config['gateway.host']}:{config['gateway.port']}/ussd/africastalking"
     params = {"key": config["gateway.callback_secret"]} if config["gateway.callback_secret"] else {}
     try:
-        asyncio.run(_simulate(url, params, str(ULID()), phone, service_code))
+        asyncio.run(_simulate(url, params, str(ULID()), phone, service_code, lang))
     except (OSError, aiohttp.ClientError) as error:
         _fail(f"cannot reach the gateway at {url}: {error}")
 
 
-async def _simulate(url: str, params: dict, session_id: str, phone: str, service_code: str) -> None:
+async def _simulate(url: str, params: dict, session_id: str, phone: str, service_code: str,
+                    lang: str | None = None) -> None:
     history: list[str] = []
+    parts = urlsplit(url)
+    simulator = f"{parts.scheme}://{parts.netloc}/simulator"
     async with aiohttp.ClientSession() as http:
+        if lang is not None:
+            async with http.post(f"{simulator}/language", data={"phone": phone, "language": lang}) as response:
+                if response.status != 200:
+                    _fail(f"cannot set the language: {simulator}/language answered {response.status} "
+                          f"(is simulator.enabled off at the gateway?)")
+        seen = await _sms_received(http, simulator, phone)
         while True:
             form = {"sessionId": session_id, "serviceCode": service_code, "phoneNumber": phone,
                     "networkCode": "00000", "text": "*".join(history)}
@@ -236,6 +251,7 @@ async def _simulate(url: str, params: dict, session_id: str, phone: str, service
                 _fail(f"gateway answered {response.status}: {body}")
             click.echo(body[4:])
             if not body.startswith("CON "):
+                _show_new_sms(await _sms_received(http, simulator, phone), seen)
                 return
             try:
                 typed = input("> ")
@@ -243,6 +259,25 @@ async def _simulate(url: str, params: dict, session_id: str, phone: str, service
                 click.echo("(hung up)")
                 return
             history.append(typed)
+
+
+async def _sms_received(http: aiohttp.ClientSession, simulator: str, phone: str) -> list[dict] | None:
+    """The SMS `phone` received, newest first, from the gateway's web phone; None when it is off there."""
+    async with http.get(f"{simulator}/sms", params={"phone": phone}) as response:
+        if response.status != 200:
+            return None
+        return (await response.json())["sms"]
+
+
+def _show_new_sms(received: list[dict] | None, seen: list[dict] | None) -> None:
+    """Print the SMS in `received` that were not in `seen` (before the session), oldest first."""
+    if received is None or seen is None:
+        click.echo("(the SMS this number received are not shown: simulator.enabled is off at the gateway)", err=True)
+        return
+    before = {message["id"] for message in seen}
+    for message in reversed(received):
+        if message["id"] not in before:
+            click.echo(f"SMS ({message['state']}): {message['text']}")
 
 
 @main.command()

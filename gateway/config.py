@@ -162,6 +162,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web.login_per_minute", 10, _integer(0, 10_000),
             "Sign-in attempts per source address per minute on /kiosk and /office; more get 429. 0 turns the "
             "limit off (the lock-out per name stays)."),
+    Setting("simulator.enabled", False, _boolean,
+            "Serve the web phone at /simulator: a keypad that dials this gateway's USSD callback and shows "
+            "the SMS of the number typed, to anyone who can reach the gateway. For demo and training "
+            "gateways only; off, /simulator is a 404."),
     Setting("ussd.resume_minutes", 5, _integer(0, 24 * 60),
             "A caller whose session dropped and who dials again within this many minutes "
             "is offered to continue; 0 turns the offer off."),

@@ -1,8 +1,5 @@
-"""The kiosk's pages under `/kiosk`: sign-in and the audit log (`sync.pages`), and the operator's landing page.
-
-The full dashboard and assisted entry come later; the landing page shows
-who is signed in and what waits to sync.
-"""
+"""The kiosk's pages under `/kiosk`: sign-in and the audit log (`sync.pages`), and the operator's dashboard
+(`kiosk.py`)."""
 
 from __future__ import annotations
 
@@ -12,11 +9,13 @@ from aiohttp import web
 
 from flows import Engine
 from flows.catalog import N_
-from sync.pages import PageSettings, render, require, setup_pages
-from sync.protocol import STATUSES
+from sync.pages import PageSettings, setup_pages
 
+from .assist import setup_assist
 from .config import Config
+from .kiosk import setup_dashboard
 from .resources import engine_key, store_key
+from .village import setup_village
 
 PREFIX = "/kiosk"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -31,18 +30,15 @@ def page_settings(config: Config, engine: Engine) -> PageSettings:
                         login_per_minute=config["web.login_per_minute"])
 
 
+NAV = ((PREFIX, N_("web.nav.dashboard")), (f"{PREFIX}/requests", N_("web.nav.requests")),
+       (f"{PREFIX}/funnel", N_("web.nav.funnel")), (f"{PREFIX}/assist", N_("web.nav.assist")))
+SIMULATOR_NAV = ("/simulator", N_("web.nav.simulator"))
+
+
 def setup_kiosk(app: web.Application, config: Config) -> None:
     settings = page_settings(config, app[engine_key])
-    setup_pages(app, settings, PREFIX, N_("web.title.kiosk"), "gateway", store_key, TEMPLATES)
-    app.router.add_get(PREFIX, kiosk)
-
-
-@require("read")
-async def kiosk(request: web.Request) -> web.Response:
-    counts = await request.app[store_key].call(lambda store: store.counts())
-    sync, by_status = counts["sync"], counts["submissions"]["by_status"]
-    rows = [(N_("web.kiosk.pending"), sync["pending"]), (N_("web.kiosk.synced"), sync["sent"]),
-            (N_("web.kiosk.rejected"), sync["rejected"]),
-            *((f"status.{status}", by_status.get(status, 0)) for status in STATUSES),
-            (N_("web.counts.total"), counts["submissions"]["total"])]
-    return render(request, "home.html", {"counts": rows})
+    nav = NAV + ((SIMULATOR_NAV,) if config["simulator.enabled"] else ())
+    setup_pages(app, settings, PREFIX, N_("web.title.kiosk"), "gateway", store_key, TEMPLATES, nav)
+    setup_dashboard(app)
+    setup_assist(app, PREFIX)
+    setup_village(app, PREFIX)

@@ -84,16 +84,22 @@ def stored_counts(store: Store) -> dict[str, int]:
     return {key: int(store.meta(key) or 0) for key in COUNTERS}
 
 
+KEEP_FUNNEL_DAYS = 8
 KEEP_INBOUND_IDS = dt.timedelta(days=7)
 """How long an incoming SMS id is remembered: no provider redelivers later than that."""
 
 
 def housekeep(store: Store, config: Config) -> dict[str, int]:
-    """Delete what `config` says is kept no longer (`serve` hourly, `kentongan purge` now): how many of each."""
-    return store.housekeep(sessions=dt.timedelta(hours=config["ussd.keep_sessions_hours"]),
+    """Delete what `config` says is kept no longer (`serve` hourly, `kentongan purge` now): how many of each.
+
+    The funnel's sessions go after KEEP_FUNNEL_DAYS: its page looks back 7 days.
+    """
+    gone = store.housekeep(sessions=dt.timedelta(hours=config["ussd.keep_sessions_hours"]),
                            inbound=KEEP_INBOUND_IDS,
                            personal=dt.timedelta(days=config["privacy.retention_days"]),
                            final_sms=dt.timedelta(days=config["sms.keep_days"]))
+    gone["funnel_sessions"] = store.purge_funnel(dt.timedelta(days=KEEP_FUNNEL_DAYS))
+    return gone
 
 
 config_key = web.AppKey("config", Config)

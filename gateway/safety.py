@@ -1,4 +1,4 @@
-"""Refusals before a server faces a network: no demo secret and no open callbacks off loopback.
+"""Refusals before a server faces a network: no demo secret, no web phone and no open callbacks off loopback.
 
 The shipped `config.yaml` is a demo: its secrets end in `change-me` and its
 callbacks take no key, which is harmless while everything listens on
@@ -38,6 +38,9 @@ def exposure_problem(config: Config, served: Iterable[Served]) -> str | None:
     for key in SECRETS:
         if DEMO_MARK in str(config[key]):
             return f"{key}: still the demo's secret, and the {where} is not on loopback; set a secret of your own"
+    if any(s.name == "gateway" for s in exposed) and config["simulator.enabled"]:
+        return (f"simulator.enabled: true, and the {where} is not on loopback: anyone could read the SMS of "
+                f"any number at /simulator; turn it off")
     if any(s.name == "gateway" for s in exposed) and not config["gateway.callback_secret"]:
         return (f"gateway.callback_secret: empty, and the {where} is not on loopback: anyone could post "
                 f"USSD and SMS callbacks; set one and add ?key=<secret> to the callback URLs")

@@ -143,14 +143,20 @@ class Syncer:
         self.batch_size = batch_size
         self.timeout = timeout
         self.on_notices = on_notices
+        self.lock = asyncio.Lock()
+        """One round at a time: the timer's and an operator's Sync now never push the same items twice."""
 
     async def round(self, progress: Callable[[int, int], None] = lambda items, size: None) -> Summary:
-        """Push everything pending, then pull every update.
+        """Push everything pending, then pull every update; waits for a round already running.
 
         Raises `LinkError` when the link fails and `Refused` when the central
         backend refuses this gateway; either way what was done stays done,
         and the error is kept for `kentongan status`.
         """
+        async with self.lock:
+            return await self._round(progress)
+
+    async def _round(self, progress: Callable[[int, int], None]) -> Summary:
         summary = Summary()
         began = time.monotonic()
         async with aiohttp.ClientSession() as http:

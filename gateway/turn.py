@@ -21,7 +21,7 @@ from flows.sms import notice_text, signature_cost, signed
 from flows.text import SMS_SEGMENT_GSM7, fit_sms
 from sync.protocol import SAME_ANSWER, SILENT_STATUSES
 from sync.reference import normalize_reference
-from sync.store import Store
+from sync.store import NO_PHONE, Store
 
 from .log import mask_phone
 from .resources import Rules
@@ -38,7 +38,11 @@ SAME_ANSWER_TEXT = N_("sms.same_answer")
 
 
 class Lookup:
-    """The engine's window on the store, bound to one caller: what it may ask about submissions."""
+    """The engine's window on the store, bound to one caller: what it may ask about submissions.
+
+    A walk-in villager with no phone (`NO_PHONE`) made nothing it could recall or claim; a reference they
+    bring is found among the submissions made with no phone (the kiosk's own).
+    """
 
     def __init__(self, store: Store, phone: str):
         self._store = store
@@ -51,6 +55,9 @@ class Lookup:
         return [_status_item(row) for row in self._store.recent_submissions(self._phone, limit)]
 
     def find(self, ref: str) -> dict | None:
+        if self._phone == NO_PHONE:
+            row = self._store.submission(normalize_reference(ref))
+            return _status_item(row) if row and row["phone"] == NO_PHONE else None
         row = self._store.find_submission(normalize_reference(ref), self._phone)
         return _status_item(row) if row else None
 
@@ -76,7 +83,7 @@ def language_of(store: Store, engine: Engine, rules: Rules, phone: str, *fallbac
 
 
 def submit(store: Store, engine: Engine, rules: Rules, submission: dict, *, phone: str, channel: str,
-           session_id: str | None = None, cause: str | None = None) -> dict:
+           session_id: str | None = None, cause: str | None = None, operator: str | None = None) -> dict:
     """Store `submission` and queue its confirmation SMS, in one transaction; return it with its `ref`
     and `held`.
 
@@ -86,18 +93,22 @@ def submit(store: Store, engine: Engine, rules: Rules, submission: dict, *, phon
     service (`Rules.submissions_per_day` in the last 24 hours) it is stored
     all the same but held: status `review`, no confirmation SMS, so a flood
     cannot become an SMS bill; `held` then counts it among the phone's held
-    ones in that window (1 for the first), else it is 0. Raises
+    ones in that window (1 for the first), else it is 0. `operator` is the
+    kiosk account that entered it for a walk-in villager; one who gave no
+    phone (`phone` is `NO_PHONE`) gets no SMS and has no daily limit (the
+    operator, signed in and audited, answers for it). Raises
     `sync.errors.AlreadyClaimed` (nothing kept) when this phone already
     claimed a unique answer.
     """
     with store.transaction():
         submission = {**submission, "ref": submission.get("ref") or store.free_reference(rules.ref_prefix)}
         held = _over_daily_limit(store, rules, phone, submission["service"])
-        added = store.add_submission(submission, phone=phone, channel=channel, session_id=session_id)
+        added = store.add_submission(submission, phone=phone, channel=channel, session_id=session_id,
+                                     operator=operator)
         if held:
             store.set_status(submission["ref"], "review")
             store.set_meta(held_submissions=int(store.meta("held_submissions") or 0) + 1)
-        else:
+        elif phone != NO_PHONE:
             store.outbox.add(phone, confirmation_text(engine, submission), "confirmation", ttl=rules.sms_ttl,
                              cause=cause or added["id"])
     log.info("submission %s (%s) by %s from %s%s", submission["ref"], submission["service"], channel,
@@ -107,7 +118,7 @@ def submit(store: Store, engine: Engine, rules: Rules, submission: dict, *, phon
 
 def _over_daily_limit(store: Store, rules: Rules, phone: str, service: str) -> int:
     """0 while `phone` is within its daily limit for `service`; else which held one the next is (1 for the first)."""
-    if rules.submissions_per_day <= 0:
+    if rules.submissions_per_day <= 0 or phone == NO_PHONE:
         return 0
     made = store.submissions_since(phone, service, store.clock() - DAY)
     return max(0, made - rules.submissions_per_day + 1)
@@ -153,7 +164,8 @@ def change_status(store: Store, engine: Engine, rules: Rules, ref: str, status: 
 
     A new note with the same status is a change too (staff added a word).
     A change to a silent status (`review`) sends nothing: the villager was
-    told at submission that the outcome comes by SMS. An update whose
+    told at submission that the outcome comes by SMS; nor does one to a
+    submission made with no phone (`NO_PHONE`). An update whose
     `notice` is `SAME_ANSWER` carries the submission's own status and note;
     it tells the phone, in its language and in words from the catalogs (not
     the staff's note, which was written to the other villager), that staff
@@ -165,7 +177,7 @@ def change_status(store: Store, engine: Engine, rules: Rules, ref: str, status: 
         changed = store.set_status(ref, status, note)
         if notice == SAME_ANSWER:
             return _tell_same_answer(store, engine, rules, ref)
-        if changed is None or status in SILENT_STATUSES:
+        if changed is None or status in SILENT_STATUSES or changed["phone"] == NO_PHONE:
             return None
         phone = changed["phone"]
         lang = language_of(store, engine, rules, phone, changed["language"])
@@ -190,7 +202,7 @@ def service_title(engine: Engine, lang: str, service: str) -> str:
 def _tell_same_answer(store: Store, engine: Engine, rules: Rules, ref: str) -> str | None:
     """Queue the SMS that tells `ref`'s phone another registration with its unique answer was decided."""
     row = store.submission(ref)
-    if row is None:
+    if row is None or row["phone"] == NO_PHONE:
         return None
     phone = row["phone"]
     lang = language_of(store, engine, rules, phone, row["language"])

@@ -24,7 +24,7 @@ from flows import Context, Engine, SessionOutdated, Turn
 from sync.limits import Verdict
 from sync.store import Store
 
-from . import turn
+from . import funnel, turn
 from .callback import BadCallback, e164, printable, read_form, refuse, require
 from .log import mask_phone
 from .resources import Limits, Rules, engine_key, limits_key, rules_key, sender_key, store_key
@@ -109,6 +109,7 @@ def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, limits: Limi
         store.save_session(hop.session_id, phone=hop.phone, service_code=hop.service_code,
                            state=step.session, history=hop.text, response=body, done=step.done,
                            resumable=engine.resumable(step.session))
+        funnel.record(store, hop.session_id, saved and saved["state"], step)
     log.debug("ussd %s %s: %s/%s%s", hop.session_id, mask_phone(hop.phone), step.session["flow"],
               step.session["screen"], " (end)" if step.done else "")
     return body
@@ -142,6 +143,7 @@ def _first_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, ctx: Conte
         dropped = store.resumable_session(hop.phone, rules.resume_window, exclude=hop.session_id)
     if dropped is not None:
         store.forget_resumable(hop.phone, exclude=hop.session_id)
+        store.funnel_resumed(hop.session_id, dropped[0])
     return engine.start(language, ctx, saved=dropped[1] if dropped else None)
 
 

@@ -41,6 +41,7 @@ FINAL = frozenset({"delivered", "failed", "dead", "expired", "suppressed"})
 DELIVERY_FINAL = {"Success": "delivered", "Failed": "failed", "Rejected": "failed", "Expired": "failed"}
 KINDS = ("confirmation", "reply", "notice")
 RESENT = "resent after a restart: the provider may have had it already"
+RETRIED = "retried by an operator"
 
 
 def create_table(db) -> None:
@@ -168,6 +169,18 @@ class Outbox:
         self._set(message_id, state="queued", reason=reason,
                   next_attempt_at=self._store.stamp(self._now() + delay))
         return "queued"
+
+    def retry_dead(self, message_id: str, ttl: dt.timedelta) -> bool:
+        """An operator's Retry: a dead row is queued again, due now, for one more attempt, and may wait `ttl`
+        from now; False when the row is not dead (any more)."""
+        store = self._store
+        now = self._now()
+        with store.transaction():
+            cursor = self._db.execute(
+                "UPDATE outbox SET state = 'queued', reason = ?, next_attempt_at = ?, expires_at = ?, updated_at = ? "
+                "WHERE id = ? AND state = 'dead'",
+                [RETRIED, store.stamp(now), store.stamp(now + ttl), store.stamp(now), message_id])
+        return cursor.rowcount == 1
 
     def give_up(self, message_id: str, reason: str) -> None:
         self._set(message_id, state="dead", reason=reason)

@@ -104,6 +104,8 @@ class Pages:
     store_key: web.AppKey
     translations: dict[str, NullTranslations] = field(default_factory=dict)
     limiter: RateLimiter | None = None
+    nav: tuple[tuple[str, str], ...] = ()
+    """(path, message id) of the pages a signed-in person can go to, in the header."""
 
     def store(self, request: web.Request) -> StoreThread:
         return request.app[self.store_key]
@@ -116,20 +118,21 @@ form_key = web.RequestKey("form", dict)
 
 
 def setup_pages(app: web.Application, settings: PageSettings, prefix: str, site: str, realm: str,
-                store_key: web.AppKey, templates: Path | None = None) -> None:
+                store_key: web.AppKey, templates: Path | None = None,
+                nav: tuple[tuple[str, str], ...] = ()) -> None:
     """Templates, catalogs, sign-in, sign-out and the audit page of `app`, under `prefix`.
 
     `site` is the message id of the pages' title; `realm` the accounts'
     (`gateway` or `central`); `store_key` the app's StoreThread, whose store
     has `accounts`; `templates` the app's own folder, searched before
-    `sync/templates`.
+    `sync/templates`; `nav` the (path, message id) links of the header.
     """
     folders = ([templates] if templates else []) + [TEMPLATES]
     aiohttp_jinja2.setup(app, loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(f)) for f in folders]),
                          autoescape=True, extensions=["jinja2.ext.i18n"])
     app[pages_key] = Pages(settings, prefix, site, realm, store_key,
                            dict(settings.translations),
-                           RateLimiter("sign-ins per address", settings.login_per_minute, 60.0))
+                           RateLimiter("sign-ins per address", settings.login_per_minute, 60.0), tuple(nav))
     app.router.add_get(f"{prefix}/login", sign_in_form)
     app.router.add_post(f"{prefix}/login", sign_in)
     app.router.add_post(f"{prefix}/logout", sign_out)
@@ -179,7 +182,8 @@ def _context(request: web.Request) -> dict:
     translations = pages.translations.get(lang) or NullTranslations()
     return {"_": translations.gettext, "gettext": translations.gettext, "ngettext": translations.ngettext,
             "lang": lang, "languages": [(code, language_name(code)) for code in pages.settings.languages],
-            "prefix": pages.prefix, "site": pages.site, "account": request.get(account_key), "path": request.path}
+            "prefix": pages.prefix, "site": pages.site, "account": request.get(account_key), "path": request.path,
+            "nav": pages.nav}
 
 
 def render(request: web.Request, template: str, context: dict, status: int = 200) -> web.Response:

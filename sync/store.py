@@ -41,6 +41,10 @@ from .pending import Pending
 from .protocol import HOLD, HOLD_LIMIT, STATUSES
 from .seal import Sealer
 
+NO_PHONE = "-"
+"""The phone of a submission entered at the kiosk for a walk-in villager who gave none: no number, so no
+SMS goes to it (`gateway.turn`), yet not empty, since a sync item's phone must not be. Each such submission
+is found by a digest of its own, so no two share a daily limit, a status lookup or a unique answer's claim."""
 DATABASE_NAME = "gateway.db"
 KEY_FILE_NAME = "gateway.key"
 
@@ -119,12 +123,26 @@ def _v7(db: sqlite_utils.Database) -> None:
                "SELECT id, status, note, status_at FROM submissions WHERE status != 'received' OR note IS NOT NULL")
 
 
+def _v8(db: sqlite_utils.Database) -> None:
+    """The kiosk's list of requests, newest first (keyset paging on created_at, id); where USSD callers give
+    up: one row per session with the screens it reached, in order (`gateway/funnel.py`), no phone."""
+    db["submissions"].create_index(["created_at", "id"])
+    db["funnel_sessions"].create({"session_id": str, "day": str, "path": str, "last": str, "ended": int,
+                                  "resumes": str, "updated_at": str}, pk="session_id",
+                                 not_null={"day", "path", "last", "ended", "updated_at"})
+    db["funnel_sessions"].create_index(["day"])
+
+
 _STATUS_KEYS = ("ref", "service", "status", "created_at", "note", "status_at")
 _STATUS_COLUMNS = ", ".join(_STATUS_KEYS)
 """What a caller may see of their own submission."""
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+FUNNEL_PATH_LIMIT = 4000
+"""Characters of a session's path of screens past which only its last screen is kept (no flow is that deep)."""
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 
 
 class Store(Database):
@@ -286,7 +304,7 @@ class Store(Database):
     def add_submission(self, submission: dict, *, phone: str, channel: str,
                        session_id: str | None = None, operator: str | None = None) -> dict:
         """Store a new submission (`service`, `ref`, `answers`, `language`, `unique`); `operator` is the
-        kiosk account that entered it for a walk-in villager.
+        kiosk account that entered it for a walk-in villager (whose `phone` may be `NO_PHONE`).
 
         Draw `ref` with `free_reference` in the same transaction. Raises
         `AlreadyClaimed` when a `unique` answer is claimed by this same phone;
@@ -297,14 +315,16 @@ class Store(Database):
         staff review instead.
         """
         now = _stamp(self.clock())
+        submission_id = str(ULID())
         row = {
-            "id": str(ULID()),
+            "id": submission_id,
             "ref": submission["ref"],
             "service": submission["service"],
             "channel": channel,
             "answers": self.sealer.seal(json.dumps(submission["answers"], ensure_ascii=False)),
             "phone": self.sealer.seal(phone),
-            "phone_hash": self.phone_digest(phone),
+            "phone_hash": (self.phone_digest(phone) if phone != NO_PHONE
+                           else self.sealer.digest(f"no-phone:{submission_id}")),
             "language": submission["language"],
             "status": "received",
             "status_at": now,
@@ -396,6 +416,12 @@ class Store(Database):
         ).fetchone()
         return dict(zip(_STATUS_KEYS, row)) if row else None
 
+    def refused(self, limit: int) -> list[dict]:
+        """The latest submissions the central backend refused (`ref`, `reason`, `at`), newest first."""
+        rows = self.db.execute("SELECT ref, sync_reason, updated_at FROM submissions WHERE sync_state = 'rejected' "
+                               "ORDER BY updated_at DESC, id DESC LIMIT ?", [limit]).fetchall()
+        return [{"ref": ref, "reason": reason, "at": at} for ref, reason, at in rows]
+
     def submission(self, ref: str) -> dict | None:
         """The whole submission `ref`, personal fields opened; for operators and tests."""
         rows = list(self.db["submissions"].rows_where("ref = ?", [ref]))
@@ -475,3 +501,77 @@ class Store(Database):
                          "last_error": self.meta("sync_last_error"),
                          "refused": self.meta("sync_refused"),
                          "last_error_at": self.meta("sync_last_error_at")}}
+
+    # -- the kiosk: the village's requests, where callers give up ------------
+
+    def list_submissions(self, limit: int, *, ref: str = "", service: str = "", status: str = "",
+                         since: str = "", until: str = "", before: str = "") -> list[dict]:
+        """Up to `limit` of this gateway's submissions, newest first, with no personal field.
+
+        `ref` matches a reference or its start; `since` and `until` are
+        stamps (from, inclusive; to, exclusive); `before` is the id of the
+        previous page's last row (keyset paging on the `created_at, id` index).
+        """
+        where, params = [], []
+        if ref:
+            where.append("ref >= ? AND ref < ?")
+            params += [ref, ref + "\uffff"]
+        for column, value in (("service", service), ("status", status)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since:
+            where.append("created_at >= ?")
+            params.append(since)
+        if until:
+            where.append("created_at < ?")
+            params.append(until)
+        if before:
+            where.append("(created_at, id) < (SELECT created_at, id FROM submissions WHERE id = ?)")
+            params.append(before)
+        keys = ("id", "ref", "service", "channel", "status", "status_at", "created_at", "sync_state", "operator")
+        rows = self.db.execute(
+            f"SELECT {', '.join(keys)} FROM submissions {'WHERE ' + ' AND '.join(where) if where else ''} "
+            "ORDER BY created_at DESC, id DESC LIMIT ?", [*params, limit]).fetchall()
+        return [dict(zip(keys, row)) for row in rows]
+
+    def services(self) -> list[str]:
+        """The services this gateway's submissions are of."""
+        return [row[0] for row in self.db.execute("SELECT DISTINCT service FROM submissions ORDER BY service")]
+
+    def funnel_step(self, session_id: str, step: str, *, ended: bool, restarted: bool = False) -> None:
+        """Session `session_id` shows screen `step` (`flow/screen`): appended to its path when it moved there.
+
+        One UPSERT, in the hop's transaction. `restarted`: the caller was
+        offered to resume a dropped session and chose to start afresh.
+        """
+        now = _stamp(self.clock())
+        self.db.execute(
+            """INSERT INTO funnel_sessions (session_id, day, path, last, ended, resumes, updated_at)
+               VALUES (?, ?, ?, ?, ?, NULL, ?)
+               ON CONFLICT(session_id) DO UPDATE SET
+                 path = CASE WHEN path = '' THEN excluded.last
+                             WHEN last = excluded.last OR length(path) >= ? THEN path
+                             ELSE path || ' ' || excluded.last END,
+                 last = excluded.last, ended = excluded.ended, updated_at = excluded.updated_at,
+                 resumes = CASE WHEN ? THEN NULL ELSE resumes END""",
+            [session_id, now[:10], step, step, int(ended), now, FUNNEL_PATH_LIMIT, int(restarted)])
+
+    def funnel_resumed(self, session_id: str, resumed: str) -> None:
+        """Session `session_id` offers to continue the dropped session `resumed`: one caller's session, counted once."""
+        now = _stamp(self.clock())
+        self.db.execute("INSERT OR IGNORE INTO funnel_sessions (session_id, day, path, last, ended, resumes, "
+                        "updated_at) VALUES (?, ?, '', '', 0, ?, ?)", [session_id, now[:10], resumed, now])
+
+    def funnel_sessions(self, since_day: str) -> list[dict]:
+        """The funnel's sessions begun on `since_day` (YYYY-MM-DD, UTC) or later."""
+        keys = ("session_id", "day", "path", "last", "ended", "resumes", "updated_at")
+        rows = self.db.execute(f"SELECT {', '.join(keys)} FROM funnel_sessions WHERE day >= ?", [since_day])
+        return [dict(zip(keys, row)) for row in rows]
+
+    def purge_funnel(self, older_than: dt.timedelta) -> int:
+        """Forget the funnel's sessions begun before `older_than` ago; return how many went."""
+        with self.transaction():
+            cursor = self.db.execute("DELETE FROM funnel_sessions WHERE day < ?",
+                                     [_stamp(self.clock() - older_than)[:10]])
+        return cursor.rowcount

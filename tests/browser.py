@@ -59,10 +59,16 @@ def open_chromium(language: str = "en"):
 
 
 def wait_for(driver, condition, timeout: float = WAIT_SECONDS):
-    """`condition(driver)` once it is truthy (selenium's WebDriverWait: polls, never a fixed sleep)."""
+    """`condition(driver)` once it is truthy (selenium's WebDriverWait: polls, never a fixed sleep).
+
+    An element that is missing, or that a page load replaced between finding it and reading it, is
+    "not yet": the condition is asked again.
+    """
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition)
+    return WebDriverWait(driver, timeout, ignored_exceptions=(NoSuchElementException,
+                                                              StaleElementReferenceException)).until(condition)
 
 
 def axe_violations(driver, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:

@@ -251,6 +251,9 @@ def test_cli_serve_off_loopback_refuses_demo_secrets_and_open_callbacks(tmp_path
            "KENTONGAN_CENTRAL_OPEN311_API_KEY": "k3y-of-open311"}
     result = kentongan("serve", env=own, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[0].startswith(
+        "kentongan: config error: simulator.enabled: true, and the gateway on 0.0.0.0:8080 is not on loopback")
+    result = kentongan("serve", env={**own, "KENTONGAN_SIMULATOR_ENABLED": "false"}, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[0].startswith(
         "kentongan: config error: gateway.callback_secret: empty, and the gateway on 0.0.0.0:8080 is not on "
         "loopback")
     assert not (tmp_path / "var").exists()  # refused before anything was opened or served
