@@ -80,16 +80,27 @@ REASONS = {
 PAGED_REASONS = {"menu": (N_("invalid.other_page"),), "confirm": (N_("invalid.other_page"),),
                  "end": (N_("invalid.page"),)}
 """The reasons only a screen of several pages may show: a choice on another page; on a closing
-screen, any key but 98 before its last page."""
+screen, any key but 98 before its last page. (A view's "is it fixed?" choices, on its last page, are
+no choice on the pages before: `invalid.choice`, for which it keeps room.)"""
+FIXED = "fixed"
+"""The answer a view with `rate` saves: "1" fixed, "2" not fixed."""
+RATING = "rating"
+"""The answer that holds a rating 1-5 for a screen with the `feedback` action (any other value: none given)."""
+RATE_LABELS = (N_("status.fixed_choice"), N_("status.not_fixed_choice"))
 
 _WORST_VALUES = {"length": 999, "min": 999, "max": 999, "age": 999}
 """Values that make a reason as long as it gets (every placeholder a reason has)."""
 
+OVERDUE = N_("status.overdue")
+"""Under the status line of a request past its deadline: `{agency}` holds it now."""
+OVERDUE_PLAIN = N_("status.overdue_plain")
+"""The same, for a request whose agency the gateway was not told."""
+
 ENGINE_MESSAGES = (
     N_("nav.more"), N_("nav.hint"), N_("confirm.yes"), N_("confirm.no"),
     N_("resume.prompt"), N_("resume.continue"), N_("resume.restart"),
-    N_("status.line"), N_("status.note"), N_("status.none"), N_("status.not_found"),
-    *(reason for reasons in (*REASONS.values(), *PAGED_REASONS.values()) for reason in reasons),
+    N_("status.line"), N_("status.note"), N_("status.none"), N_("status.not_found"), OVERDUE, OVERDUE_PLAIN,
+    *(reason for reasons in (*REASONS.values(), *PAGED_REASONS.values()) for reason in reasons), *RATE_LABELS,
     *STATUS_LABELS.values(),
 )
 """Every catalog id the engine itself shows (the menus name the rest)."""
@@ -105,10 +116,12 @@ class Lookup(Protocol):
 
     def recent(self, limit: int) -> list[dict]:
         """The caller's latest submissions: dicts with ref, service, status, created and changed
-        (dates: made, and last status change) and note (the staff's last note, or None)."""
+        (dates: made, and last status change), note (the staff's last note, or None), overdue (past
+        its deadline) and agency (who holds it, or None)."""
 
     def find(self, ref: str) -> dict | None:
-        """The caller's submission with reference `ref` (same keys), or None."""
+        """The caller's submission with reference `ref` (same keys, and `rateable`: resolved, and the caller
+        has not yet said whether it is fixed), or None."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,8 @@ class Turn(NamedTuple):
     session: dict
     submission: dict | None = None
     language: str | None = None
+    feedback: dict | None = None
+    """A caller's answer to "is it fixed?" to keep: `ref`, `fixed` (bool), `rating` (1-5 or None)."""
 
 
 @dataclass
@@ -148,6 +163,8 @@ class Engine:
         self.catalog = catalog
         self.default_language = default_language
         self.languages = catalog.languages
+        self.asks_fixed = frozenset(name for name, flow in flows.items() if flow.asks_fixed)
+        """Services whose resolution asks the villager "is it fixed?"."""
         self._language_names = {lang: catalog.language_name(lang) for lang in self.languages}
         self._check_catalog()
         self._navigation = {lang: (f"{NEXT_PAGE} {catalog.text(lang, 'nav.more')}",
@@ -224,11 +241,12 @@ class Engine:
             if session["page"] + 1 < len(pages):
                 return self._show({**session, "page": session["page"] + 1}, ctx, pages)
             return self._reask(session, ctx, N_("invalid.no_next"), pages=pages)
-        if self._kind(session) in ("menu", "confirm"):
+        if self._kind(session) in ("menu", "confirm") or keys:
             if raw not in keys:
                 return self._reask(session, ctx, N_("invalid.choice"), pages=pages)
             if keys[raw] not in pages[session["page"]].lines:
-                return self._reask(session, ctx, N_("invalid.other_page"), pages=pages)
+                reason = N_("invalid.choice") if self._kind(session) == "view" else N_("invalid.other_page")
+                return self._reask(session, ctx, reason, pages=pages)
         if session["flow"] == RESUME:
             return self._answer_offer(session, raw, ctx)
         flow, screen = self._screen(session)
@@ -249,6 +267,9 @@ class Engine:
                 trigger = "taken"
         elif screen.kind == "confirm":
             trigger = "accept" if raw == "1" else "decline"
+        elif keys:  # a view offering "is it fixed?"
+            answers[FIXED] = raw
+            trigger = f"choose_{raw}"
         else:
             reason = N_("invalid.choice") if screen.kind == "view" else N_("invalid.page")
             return self._reask(session, ctx, reason, pages=pages)
@@ -319,6 +340,8 @@ class Engine:
         elif screen.show == "submission":
             item = ctx.lookup.find(session["answers"].get("ref", ""))
             lines += self._status_lines(item, lang) if item else [text(lang, "status.not_found")]
+            if item and screen.rate and item.get("rateable") and item["service"] in self.asks_fixed:
+                return _numbered(lines, [text(lang, label) for label in RATE_LABELS])
         return lines, {}
 
     def _lines(self, lang: str, screen: Screen, values: dict[str, str]) -> list[str]:
@@ -360,23 +383,29 @@ class Engine:
     def status_line(self, item: dict, lang: str, room: int = SMS_SEGMENT_GSM7) -> str:
         """One submission as a reply by SMS, within `room` septets (one segment unless told).
 
-        Reference, service, status and the day it was set; under it the
-        staff's last note, shortened to fit (left out when too little room is
-        left for it to say anything).
+        Reference, service, status and the day it was set; when it is past
+        its deadline, a line that says so and who holds it now; under them
+        the staff's last note, shortened to fit (left out when too little
+        room is left for it to say anything).
         """
-        line, *note = self._status_lines(item, lang)
-        room -= ussd_cost(line) + 1
-        if not note or room < NOTE_LEAST:
-            return line
-        return f"{line}\n{fit_sms(note[0], room)}"
+        head = fit_sms("\n".join(self._status_head(item, lang)), room)
+        note = self._note_line(item, lang)
+        room -= ussd_cost(head) + 1
+        if note is None or room < NOTE_LEAST:
+            return head
+        return f"{head}\n{fit_sms(note, room)}"
 
     def _status_lines(self, item: dict, lang: str, note_room: int | None = None) -> list[str]:
-        """A submission as lines on a screen: the status line, and the staff's last note when there is one.
+        """A submission as lines on a screen: the status line (and the overdue line), then the staff's last
+        note when there is one, cut to `note_room` septets when given."""
+        note = self._note_line(item, lang)
+        if note is None:
+            return self._status_head(item, lang)
+        return [*self._status_head(item, lang), note if note_room is None else fit_sms(note, note_room)]
 
-        The status line gives the day of the last change (the day it was made,
-        for an item without `changed`); the note is on one line, in GSM-7,
-        cut to `note_room` septets when given.
-        """
+    def _status_head(self, item: dict, lang: str) -> list[str]:
+        """The status line, giving the day of the last change (the day it was made, for an item without
+        `changed`); and when the item is `overdue`, one line that says so and names the `agency` holding it."""
         flow = self.flows.get(item["service"])
         line = self.catalog.text(
             lang, "status.line",
@@ -385,11 +414,17 @@ class Engine:
             status=self.catalog.text(lang, STATUS_LABELS.get(item["status"], item["status"])),
             date=format_skeleton("MMMd", item.get("changed") or item["created"], locale=lang),
         )
-        note = " ".join(to_gsm7(item.get("note") or "").split())
-        if not note:
+        if not item.get("overdue"):
             return [line]
-        note = self.catalog.text(lang, "status.note", note=note)
-        return [line, note if note_room is None else fit_sms(note, note_room)]
+        agency = to_gsm7(item.get("agency") or "").strip()
+        overdue = (self.catalog.text(lang, OVERDUE, agency=agency) if agency
+                   else self.catalog.text(lang, OVERDUE_PLAIN))
+        return [line, overdue]
+
+    def _note_line(self, item: dict, lang: str) -> str | None:
+        """The staff's last note on one line, in GSM-7; None when there is none."""
+        note = " ".join(to_gsm7(item.get("note") or "").split())
+        return self.catalog.text(lang, "status.note", note=note) if note else None
 
     # -- moving ------------------------------------------------------------
 
@@ -427,7 +462,7 @@ class Engine:
         session = {**session, "screen": target, "page": 0}
         if screen.kind == "end" or self._root(session):
             session["back"] = []
-        submission = language = None
+        submission = language = feedback = None
         if screen.action == "submit":
             for other in flow.screens.values():
                 value = session["answers"].get(other.save or "")
@@ -445,12 +480,17 @@ class Engine:
         elif screen.action == "set_language":
             language = session["answers"]["language"]
             session["lang"] = language
+        elif screen.action == "feedback":
+            rating = session["answers"].get(RATING, "")
+            feedback = {"ref": session["answers"].get("ref", ""), "fixed": session["answers"].get(FIXED) == "1",
+                        "rating": int(rating) if rating in ("1", "2", "3", "4", "5") else None}
         if screen.kind == "notice":
             notice = "\n".join(self._lines(session["lang"], screen,
                                             self._display(flow, session["answers"], session["lang"])))
             after = self._enter(flow, self._fire(flow, target, "answer", session["answers"]), session, ctx, notice)
             return after._replace(submission=submission or after.submission, language=language or after.language)
-        return self._show(session, ctx, head=head, submission=submission, language=language)
+        return self._show(session, ctx, head=head, submission=submission, language=language)._replace(
+            feedback=feedback)
 
     def _back(self, session: dict, ctx: Context, pages: list[Page]) -> Turn:
         """`0`: the page before; on a first page the screen before, its answer dropped; on a root, itself."""

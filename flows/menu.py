@@ -9,7 +9,10 @@ a state of a `transitions` machine and each way out of it a trigger:
     notice    answer, at once: a one-line confirmation (after its `action`) shown
               on top of the screen it leads to, like a saved language over the
               main menu
-    view      none: it shows something (`show`) and waits for the keys below
+    view      none: it shows something (`show`) and waits for the keys below; with
+              `rate: <screen>` on a `show: submission` view, a resolved submission
+              the caller has not yet said is fixed is offered 1 fixed / 2 not
+              fixed (choose_1, choose_2), both to that screen
     end       none: it closes the session
     any       invalid (internal: stays, re-asks)
 
@@ -36,6 +39,8 @@ What code needs to know about an answer is named here too, never in Python:
                            ("Other" then "Tailoring" reads "Tailoring", not "Other Tailoring")
     sms: {keyword, usage}  on a flow: `<keyword> <sms_word> <description>` submits it by SMS;
                            `usage` is the message that explains how, when an SMS gets it wrong
+    asks_fixed: true       on a flow: its resolution asks the villager "is it fixed?" (a report
+                           of a problem; not a registration, which nobody fixes)
 
 The machines are built once when the engine loads; a turn only fires one
 trigger on a throw-away model (see `engine.py`).
@@ -57,7 +62,7 @@ from .errors import MenuError
 SPEC_VERSION = 1
 KINDS = ("menu", "input", "confirm", "notice", "view", "end")
 SHOWS = ("recent", "submission")
-ACTIONS = ("submit", "set_language")
+ACTIONS = ("submit", "set_language", "feedback")
 CHOICE_SOURCES = ("languages",)
 ROLES = ("address", "description")
 BACK = "0"
@@ -72,10 +77,10 @@ _KEYS = {
     "input": {"kind", "text", "validate", "save", "next", "unique", "role"},
     "confirm": {"kind", "text", "accept", "decline"},
     "notice": {"kind", "text", "action", "next"},
-    "view": {"kind", "text", "show"},
+    "view": {"kind", "text", "show", "rate"},
     "end": {"kind", "text", "show", "action"},
 }
-_FLOW_KEYS = {"spec_version", "flow", "title", "start", "screens", "submits", "sms"}
+_FLOW_KEYS = {"spec_version", "flow", "title", "start", "screens", "submits", "sms", "asks_fixed"}
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,7 @@ class Screen:
     show: str | None = None
     action: str | None = None
     role: str | None = None
+    rate: tuple[Branch, ...] = ()
 
 
 @dataclass
@@ -138,6 +144,7 @@ class Flow:
     submits: bool
     path: Path
     sms: SmsForm | None = None
+    asks_fixed: bool = False
     machine: Machine = field(repr=False, default=None)
 
     def saved_by(self, answer: str) -> Screen | None:
@@ -209,6 +216,7 @@ def load_flow(path: str | Path) -> Flow:
         screens=screens,
         submits=bool(data.get("submits", False)),
         path=path,
+        asks_fixed=data.get("asks_fixed") is True,
     )
     _check_targets(flow)
     _check_roles(flow)
@@ -297,6 +305,10 @@ def _screen(name: str, data: Any, where: str) -> Screen:
             raise MenuError(f"{where}: 'action' must be one of {ACTIONS}")
         fields["show"] = data.get("show")
         fields["action"] = data.get("action")
+        if "rate" in data:
+            if fields["show"] != "submission":
+                raise MenuError(f"{where}: 'rate' belongs on a view with 'show: submission'")
+            fields["rate"] = _route(data["rate"], f"{where}: 'rate'")
     return Screen(**fields)
 
 
@@ -336,7 +348,7 @@ def _choices(items: Any, default_next: Any, where: str) -> tuple[Choice, ...]:
 
 def _branches(flow: Flow):
     for screen in flow.screens.values():
-        for branch in (*screen.next, *screen.accept, *screen.decline):
+        for branch in (*screen.next, *screen.accept, *screen.decline, *screen.rate):
             yield screen, branch
         for choice in screen.choices:
             for branch in choice.route:
@@ -360,6 +372,8 @@ def _check_targets(flow: Flow) -> None:
                                 f"{choice.shown_as!r}, which no screen saves")
         if screen.action == "submit" and not flow.submits:
             raise MenuError(f"{flow.path}: screen '{screen.name}': 'submit' in a flow without 'submits: true'")
+        if screen.action == "feedback" and not any(other.rate for other in flow.screens.values()):
+            raise MenuError(f"{flow.path}: screen '{screen.name}': 'feedback' needs a view with 'rate'")
         if screen.action == "set_language" and flow.saved_by("language") is None:
             raise MenuError(f"{flow.path}: screen '{screen.name}': 'set_language' needs a screen "
                             f"that saves 'language'")
@@ -434,4 +448,7 @@ def _compile(flow: Flow) -> Machine:
             add("decline", screen.name, screen.decline)
         if screen.unique:
             add("taken", screen.name, (Branch(screen.unique),))
+        if screen.rate:
+            add("choose_1", screen.name, screen.rate)
+            add("choose_2", screen.name, screen.rate)
     return machine

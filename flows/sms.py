@@ -13,6 +13,11 @@ Sukamaju: lubang besar dekat masjid`): the place is what comes before the
 first `:` that is not inside a time like `19:00`. Without a place the
 submission is `Unplaced`: the gateway keeps it and asks for the place,
 because staff cannot act on a report that says nowhere.
+
+A resolved notice asks "is it fixed?"; the answer is a reply that begins
+with `1` (fixed) or `2` (not fixed), then maybe a rating 1-5, then maybe the
+reference (for a request other than the latest resolved) and the villager's
+own words: `1`, `1 5`, `15`, `2 1 K7M2QX lubangnya masih ada`.
 """
 
 from __future__ import annotations
@@ -51,13 +56,27 @@ EXPIRED = N_("sms.report.expired")
 REFUSED = N_("sms.report.refused")
 """A report whose description was not taken, with the `{reason}` (the limit, when it was too long)."""
 
+NOTICE_RESOLVED = N_("sms.notice.resolved")
+"""The notice of a resolution that asks "is it fixed?" (the submission has no answer yet)."""
+FEEDBACK_USAGE = N_("sms.feedback.usage")
+"""Answers a reply to "is it fixed?" that is neither 1/2 nor followed by a rating 1-5."""
+FEEDBACK_THANKS = {True: N_("sms.feedback.fixed"), False: N_("sms.feedback.not_fixed")}
+"""Thanks for an answer to "is it fixed?", by the answer; `{ref}`."""
+FEEDBACK_COUNTED = N_("sms.feedback.counted")
+"""A second answer for the same submission: the first was counted; `{ref}`."""
+WORDS_LIMIT = 160
+"""Characters of the villager's own words an answer to "is it fixed?" carries (the protocol's limit)."""
+
 SMS_MESSAGES = (
-    N_("sms.help"), N_("sms.confirmation"), N_("sms.notice"),
+    N_("sms.help"), N_("sms.confirmation"), N_("sms.notice"), NOTICE_RESOLVED,
+    FEEDBACK_USAGE, *FEEDBACK_THANKS.values(), FEEDBACK_COUNTED,
     N_("sms.language.usage"), N_("sms.stop.done"), N_("sms.start.done"),
     PLACE_PROMPT, PLACE_INVALID, EXPIRED, REFUSED, SIGNED,
 )
 
 _SPACES = re.compile(r"\s+")
+_FEEDBACK = re.compile(r"([12])[.,]?(?: ?([1-5])[.,]?)?(?:$| (.*))")
+"""`<1|2> [<1-5>] [rest]`: the answer, its rating ("15" reads as "1 5"), and the rest."""
 _TRAILING = ":.,!"
 _PLACE_END = re.compile(r"(?<!\d):|:(?!\d)")
 """The `:` after the place; one between two digits is a time (`jam 19:00`), not the end of a place."""
@@ -76,6 +95,30 @@ class Command:
     flow: str | None = None
     text: str = ""
     """The whole SMS, spaces collapsed: what a description's room in one message is counted from."""
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A villager's answer to "is it fixed?": fixed or not, the rating 1-5 (None when not given), the rest
+    of the SMS (a reference maybe, then their own words)."""
+
+    fixed: bool
+    rating: int | None
+    rest: str
+
+
+def parse_feedback(text: str) -> Feedback | Invalid | None:
+    """`text` as an answer to "is it fixed?"; Invalid (how to answer) for text that begins with a digit
+    but is no answer (`3`, `1 7`); None for text that does not begin with a digit."""
+    text = _SPACES.sub(" ", text).strip()
+    if not text[:1].isdigit():
+        return None
+    found = _FEEDBACK.fullmatch(text)
+    rest = (found and found.group(3) or "").strip()
+    if found is None or rest.split(" ")[0].rstrip(_TRAILING).isdigit():
+        return Invalid(FEEDBACK_USAGE)
+    answer, rating = found.group(1), found.group(2)
+    return Feedback(answer == "1", int(rating) if rating else None, rest)
 
 
 @dataclass(frozen=True)
@@ -212,12 +255,15 @@ def say(catalog: Catalog, lang: str, outcome: Invalid) -> str:
     return catalog.text(lang, outcome.reason, **values)
 
 
-def notice_text(catalog: Catalog, lang: str, *, ref: str, service: str, status: str, note: str) -> str:
-    """A status-change notice that fits one GSM-7 segment, the staff note cut to fit."""
-    bare = catalog.text(lang, "sms.notice", ref=ref, service=service, status=status, note="").rstrip()
+def notice_text(catalog: Catalog, lang: str, *, ref: str, service: str, status: str, note: str,
+                asks: bool = False) -> str:
+    """A status-change notice that fits one GSM-7 segment, the staff note cut to fit; `asks`: the notice
+    of a resolution that asks "is it fixed?" (the note last, cut first)."""
+    msgid = NOTICE_RESOLVED if asks else "sms.notice"
+    bare = catalog.text(lang, msgid, ref=ref, service=service, status=status, note="").rstrip()
     note = to_gsm7(note)
     room = SMS_SEGMENT_GSM7 - ussd_cost(bare) - 1
     if not note or room < 8:
         return fit_sms(bare)
-    return fit_sms(catalog.text(lang, "sms.notice", ref=ref, service=service, status=status,
+    return fit_sms(catalog.text(lang, msgid, ref=ref, service=service, status=status,
                                 note=fit_sms(note, room)))

@@ -37,6 +37,7 @@ def central_config(config: Config, engine: Engine) -> CentralConfig:
         if code not in forms:
             raise ConfigError(f"central.open311_services: {code!r} is not a flow that makes submissions "
                               f"(these do: {', '.join(forms)})")
+    _check_routing(config, forms)
     own = {config["gateway.id"]: config["sync.secret"]} if config["sync.secret"] else {}
     return CentralConfig(
         data_dir=config.data_dir,
@@ -53,7 +54,30 @@ def central_config(config: Config, engine: Engine) -> CentralConfig:
         retention_days=config["central.retention_days"],
         open311_posts_per_minute=config["limits.open311_posts_per_minute"],
         sync_per_minute=config["limits.sync_per_minute"],
+        routing=config["central.routing"],
+        default_agency=config["central.default_agency"],
+        targets=config["central.targets"],
+        rating_days=config["central.rating_days"],
+        escalate_seconds=config["central.escalate_minutes"] * 60.0,
     )
+
+
+def _check_routing(config: Config, forms: dict[str, dict]) -> None:
+    """`ConfigError` for a routing rule or target that names a service or category the menus do not have: it
+    would never match, silently."""
+    for key in ("central.routing", "central.targets"):
+        for number, entry in enumerate(config[key], 1):
+            if entry.service == "*":
+                continue
+            form = forms.get(entry.service)
+            if form is None:
+                raise ConfigError(f"{key}: entry {number}: {entry.service!r} is not a flow that makes submissions "
+                                  f"(these do: {', '.join(forms)})")
+            choices = next(([c["value"] for c in q["choices"]] for q in form["questions"] if q["kind"] == "choice"),
+                           [])
+            if entry.category != "*" and entry.category not in choices:
+                raise ConfigError(f"{key}: entry {number}: {entry.category!r} is not a category of {entry.service} "
+                                  f"(these are: {', '.join(choices) or 'none'})")
 
 
 def notice_renderer(engine: Engine) -> Callable[[dict, str, str], Notice]:
@@ -66,7 +90,8 @@ def notice_renderer(engine: Engine) -> Callable[[dict, str, str], Notice]:
 
     def render(submission: dict, status: str, note: str) -> Notice:
         lang = submission["language"] if submission["language"] in engine.languages else engine.default_language
-        text = notice_for(engine, lang, submission["ref"], submission["service"], status, note)
+        asks = status == "resolved" and submission["service"] in engine.asks_fixed and submission.get("fixed") is None
+        text = notice_for(engine, lang, submission["ref"], submission["service"], status, note, asks=asks)
         return Notice(text, shortened=bool(note.strip()) and to_gsm7(note).strip() not in text)
 
     return render

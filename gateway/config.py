@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from sync.central import routing
 from sync.reference import check_prefix
 
 from .errors import ConfigError
@@ -108,6 +109,20 @@ def _one_of(*choices: str) -> Callable[[Any], str]:
         return value
 
     return parse
+
+
+def _listed(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A list setting of mappings checked by `parse`; from an environment variable, written as YAML
+    (`KENTONGAN_CENTRAL_TARGETS='[{service: report, hours: 72}]'`)."""
+    def parsed(value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip() else []
+            except yaml.YAMLError:
+                raise ValueError("expected a YAML list of mappings") from None
+        return parse([] if value is None else value)
+
+    return parsed
 
 
 def _url(value: Any) -> str:
@@ -226,7 +241,24 @@ SETTINGS: tuple[Setting, ...] = (
             "The api_key Open311 clients send to create requests; empty refuses every POST.", secret=True),
     Setting("central.open311_services", ("report",), _names("[report]", empty_ok=True),
             "Flows exposed as Open311 services; only ones without personal data (not voter, permit)."),
-    Setting("central.agency", "", _string, "Open311 agency_responsible of every request."),
+    Setting("central.agency", "", _string,
+            "Older name of central.default_agency, from when it was Open311's agency_responsible of every request: "
+            "when set and central.default_agency is not, it is the default agency."),
+    Setting("central.routing", (), _listed(routing.rules),
+            "Rules that give each new request its agency, first match wins: a list of {service, category, "
+            "village, agency}; service, category and village ('*' by default) are a service code, a category "
+            "value and a village pattern (shell-style, any case)."),
+    Setting("central.default_agency", routing.DEFAULT_AGENCY, _string,
+            "The agency of a request that no routing rule matches."),
+    Setting("central.targets", (), _listed(routing.targets),
+            "Deadlines: a list of {service, category, hours}, first match wins; category '*' by default. A request "
+            "is overdue `hours` after it reached the central backend while not resolved or rejected, and is then "
+            "escalated to its agency's supervisors. No match: no deadline."),
+    Setting("central.rating_days", 14, _integer(1, 365),
+            "Days after a resolution during which a villager's answer to \"is it fixed?\" counts; later ones are "
+            "thanked and kept, not counted."),
+    Setting("central.escalate_minutes", 5, _integer(1, 24 * 60),
+            "How often the central backend escalates the requests that became overdue."),
     Setting("central.retention_days", 365, _integer(0, 36500),
             "Days after which a submission whose status is final (resolved, rejected) and unchanged keeps only "
             "its reference, service, status, note, dates, gateway and place digest at the central backend: "

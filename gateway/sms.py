@@ -12,6 +12,16 @@ question for a report's place, a STOP/START acknowledgement, a language
 saved, a status line and the refusal of a report always go out: a villager
 is never left guessing.
 
+A reply to a resolved notice's "is it fixed?" (`1`, `2 1 masih rusak`, see
+`flows.sms.parse_feedback`) from the phone that owns a resolved request is
+kept for the next sync and thanked once; a second answer for the same
+request is told it was counted already. A reply that begins with a digit
+but is no answer gets how to answer. Both of these count toward the cap on
+automatic replies, like usage: two machines could trade them forever. The
+thanks always goes out. Text from a phone with nothing resolved, or while
+a report waits for its place (a place may begin with a number), is what it
+was before.
+
 A report without a place waits (`sync.pending`) for the phone's next SMS that
 is not a keyword. A new report replaces a waiting one; other keywords (CEK,
 BAHASA, ...) are answered as usual and leave it waiting.
@@ -39,7 +49,9 @@ from aiohttp import web
 
 from flows import Engine
 from flows.catalog import N_
-from flows.sms import EXPIRED, PLACE_INVALID, PLACE_PROMPT, SUBMIT, Command, Keywords, Unplaced, say, signed
+from flows.sms import (EXPIRED, FEEDBACK_COUNTED, FEEDBACK_THANKS, PLACE_INVALID, PLACE_PROMPT, SUBMIT, Command,
+                       Keywords, Unplaced, parse_feedback, say, signed)
+from sync.reference import normalize_reference
 from flows.validate import Invalid
 from sync.limits import Verdict
 from sync.store import Store
@@ -185,7 +197,7 @@ def _unknown(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms
     """Text that is no keyword: the place a waiting report asked for, else usage."""
     waiting = store.pending.waiting(sms.phone)
     if waiting is None:
-        return Reply(engine.catalog.text(lang, N_("sms.help")), capped=True)
+        return _feedback(store, engine, sms, lang) or Reply(engine.catalog.text(lang, N_("sms.help")), capped=True)
     lang = turn.language_of(store, engine, rules, sms.phone, waiting.language)
     if waiting.expired:
         store.pending.drop(sms.phone)
@@ -197,6 +209,29 @@ def _unknown(store: Store, engine: Engine, keywords: Keywords, rules: Rules, sms
     reply = _submit(store, engine, rules, sms, made)
     log.info("sms %s from %s completes the report of sms %s", sms.id, mask_phone(sms.phone), waiting.inbound_id)
     return reply
+
+
+def _feedback(store: Store, engine: Engine, sms: Inbound, lang: str) -> Reply | None:
+    """An answer to "is it fixed?" kept and thanked, a second one told it counted already, a wrong one told
+    how to answer; None when the SMS is no such answer or the phone has nothing resolved to answer about.
+
+    The first word after the answer and rating names the request when it is a reference of this phone's
+    resolved ones; else the latest resolved is meant and every word after the rating is the villager's.
+    """
+    answer = parse_feedback(sms.text)
+    latest = store.rateable(sms.phone, engine.asks_fixed) if answer is not None else None
+    if latest is None:
+        return None
+    if isinstance(answer, Invalid):
+        return Reply(say(engine.catalog, lang, answer), capped=True)
+    first, _, words = answer.rest.partition(" ")
+    named = store.rateable(sms.phone, engine.asks_fixed, normalize_reference(first.rstrip(".,:"))) if first else None
+    about = named or latest
+    if named is None:
+        words = answer.rest
+    if not turn.rate(store, about, fixed=answer.fixed, rating=answer.rating, words=words.strip(), channel="sms"):
+        return Reply(engine.catalog.text(lang, FEEDBACK_COUNTED, ref=about["ref"]), capped=True)
+    return Reply(engine.catalog.text(lang, FEEDBACK_THANKS[answer.fixed], ref=about["ref"]))
 
 
 def _ask_place(engine: Engine, rules: Rules, lang: str, reason: Invalid | None) -> str:

@@ -1,10 +1,14 @@
-"""Sync rounds: push pending submissions, then pull status updates and queue their notices.
+"""Sync rounds: push pending submissions and villagers' answers, then pull status updates and queue their notices.
 
 One round pushes every pending submission in batches of `sync.batch_size`,
-marking each only on the central backend's signed answer for it, then pulls
+with the villagers' pending answers to "is it fixed?" (`feedback`) beside
+them, marking each only on the central backend's signed answer for it
+(an answer is sent no more whatever the result), then pulls
 status changes after the stored cursor. Each pulled page is applied in one
 store transaction: the statuses, their SMS notices, and the new cursor, so a
-notice is queued exactly once however often a round is cut short.
+notice is queued exactly once however often a round is cut short. An
+update's `agency`, `due_at` and `overdue` are kept with the submission, so
+CEK can tell a villager their request is past its deadline and who holds it.
 
 In `kentongan serve` a round runs every `sync.interval_seconds` while the
 link is up and backs off exponentially (with jitter) while it is down
@@ -20,6 +24,7 @@ backend knows this gateway by; a round keeps it for `kentongan status`.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import random
 import time
@@ -45,6 +50,8 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 3600.0
 EXPORT_PAGE = 1000
+AGENCY_LIMIT = 80
+"""Characters of an agency's name kept: a status line has room for no more."""
 REFUSED_RETRY_SECONDS = 3600.0
 """How often a refused gateway asks again: rarely, since only a person can fix it."""
 
@@ -57,6 +64,7 @@ class Summary:
     accepted: int = 0
     duplicate: int = 0
     rejected: int = 0
+    feedback: int = 0
     wire_bytes: int = 0
     updates: int = 0
     notices: int = 0
@@ -91,12 +99,24 @@ def apply_updates(store: Store, engine: Engine, rules: Rules, updates: list[dict
             try:
                 states.append(change_status(store, engine, rules, str(update["ref"]), str(update["status"]),
                                             str(update.get("note") or ""), update.get("notice")))
+                keep_deadline(store, update)
             except (KeyError, ValueError) as error:
                 log.warning("update %s skipped: %s", update["seq"], error)
             cursor = update["seq"]
             applied += 1
         store.set_meta(sync_cursor=cursor)
     return Applied(applied, states.count("queued"), states.count("suppressed"))
+
+
+def keep_deadline(store: Store, update: dict) -> None:
+    """Keep what an update says of its submission's agency, deadline and lateness (an older central backend
+    says nothing: kept as nothing). Raises ValueError for a deadline that is no time."""
+    agency, due_at = update.get("agency"), update.get("due_at")
+    if due_at is not None:
+        when = dt.datetime.fromisoformat(str(due_at).replace("Z", "+00:00"))
+        due_at = store.stamp(when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc))
+    store.set_deadline(str(update["ref"]), agency=str(agency)[:AGENCY_LIMIT] if agency else None, due_at=due_at,
+                       overdue=update.get("overdue") is True)
 
 
 def export_file(store: Store, gateway_id: str, secret: str, path: str | Path) -> tuple[int, int]:
@@ -162,20 +182,24 @@ class Syncer:
         async with aiohttp.ClientSession() as http:
             client = SyncClient(self.url, self.gateway_id, self.secret, http, self.timeout)
             try:
-                after = ""
+                after, answered = "", True
                 while True:
                     items = await self.store.call(lambda s: s.pending_submissions(self.batch_size, after))
-                    if not items:
+                    feedback = await self.store.call(lambda s: s.pending_feedback(self.batch_size)) if answered else []
+                    if not items and not feedback:
                         break
-                    pushed = await client.push(items)
+                    pushed = await client.push(items, feedback)
                     summary.prefix = pushed.prefix
                     tally = await self.store.call(lambda s: s.mark_synced(pushed.results))
+                    marked = await self.store.call(lambda s: s.mark_feedback_synced(pushed.feedback_results))
+                    summary.feedback += marked
+                    answered = marked == len(feedback)  # else the central backend ignores them: not again this round
                     summary.pushed += len(items)
                     summary.wire_bytes += pushed.wire_bytes
                     summary.accepted += tally["accepted"]
                     summary.duplicate += tally["duplicate"]
                     summary.rejected += tally["rejected"]
-                    after = items[-1]["id"]
+                    after = items[-1]["id"] if items else after
                     progress(len(items), pushed.wire_bytes)
                 since = int(await self.store.call(lambda s: s.meta("sync_cursor", "0")))
                 while True:
@@ -198,10 +222,10 @@ class Syncer:
                 if summary.notices:
                     self.on_notices()
         await self.store.call(_record_success, summary.prefix)
-        if summary.pushed or summary.updates:
-            log.info("sync: %d pushed (%d new, %d duplicate, %d rejected, %d bytes), %d updates",
+        if summary.pushed or summary.updates or summary.feedback:
+            log.info("sync: %d pushed (%d new, %d duplicate, %d rejected, %d bytes), %d answers, %d updates",
                      summary.pushed, summary.accepted, summary.duplicate, summary.rejected,
-                     summary.wire_bytes, summary.updates)
+                     summary.wire_bytes, summary.feedback, summary.updates)
         return summary
 
     async def run(self, interval: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:

@@ -1,4 +1,5 @@
-"""One turn for every channel: submit, look up a status, choose a language, change a status.
+"""One turn for every channel: submit, look up a status, choose a language, change a status, answer
+"is it fixed?".
 
 USSD (`ussd.py`), SMS (`sms.py`) and the kiosk's assisted entry all come
 here, so that a submission is stored the same way whoever typed it: in the
@@ -17,9 +18,9 @@ import math
 from flows import Context, Engine
 from flows.catalog import N_
 from flows.engine import STATUS_LABELS
-from flows.sms import notice_text, signature_cost, signed
+from flows.sms import WORDS_LIMIT, notice_text, signature_cost, signed
 from flows.text import SMS_SEGMENT_GSM7, fit_sms
-from sync.protocol import SAME_ANSWER, SILENT_STATUSES
+from sync.protocol import QUIET, SAME_ANSWER, SILENT_STATUSES
 from sync.reference import normalize_reference
 from sync.store import NO_PHONE, Store
 
@@ -33,6 +34,8 @@ TOO_MANY_TEXT = N_("limit.too_many")
 HELD_TEXT = N_("limit.held")
 """A submission over the phone's daily limit: stored with its reference, held for staff review."""
 DAY = dt.timedelta(hours=24)
+FINAL_STATUSES = frozenset({"resolved", "rejected"})
+"""Statuses a deadline no longer applies to."""
 SAME_ANSWER_TEXT = N_("sms.same_answer")
 """Tells a phone that staff decided on another registration holding its unique answer (a NIK)."""
 
@@ -52,20 +55,29 @@ class Lookup:
         return self._store.taken(service, answer, value, self._phone)
 
     def recent(self, limit: int) -> list[dict]:
-        return [_status_item(row) for row in self._store.recent_submissions(self._phone, limit)]
+        now = self._store.clock()
+        return [_status_item(row, now) for row in self._store.recent_submissions(self._phone, limit)]
 
     def find(self, ref: str) -> dict | None:
         if self._phone == NO_PHONE:
             row = self._store.submission(normalize_reference(ref))
-            return _status_item(row) if row and row["phone"] == NO_PHONE else None
+            return _status_item(row, self._store.clock()) if row and row["phone"] == NO_PHONE else None
         row = self._store.find_submission(normalize_reference(ref), self._phone)
-        return _status_item(row) if row else None
+        if row is None:
+            return None
+        rateable = row["status"] == "resolved" and self._store.fixed(row["ref"]) is None
+        return {**_status_item(row, self._store.clock()), "rateable": rateable}
 
 
-def _status_item(row: dict) -> dict:
-    """A store row as the engine shows it: `created` and `changed` (the last status change) as dates."""
+def _status_item(row: dict, now: dt.datetime) -> dict:
+    """A store row as the engine shows it: `created` and `changed` (the last status change) as dates;
+    `overdue` while it is not final and the central backend said it is past its deadline, or the deadline
+    it gave has passed since (no update comes the moment a deadline passes)."""
+    due = row.get("due_at")
+    late = bool(row.get("overdue")) or bool(due and dt.datetime.fromisoformat(due) <= now)
     return {**row, "created": dt.datetime.fromisoformat(row["created_at"]).date(),
-            "changed": dt.datetime.fromisoformat(row["status_at"] or row["created_at"]).date()}
+            "changed": dt.datetime.fromisoformat(row["status_at"] or row["created_at"]).date(),
+            "overdue": late and row["status"] not in FINAL_STATUSES}
 
 
 def context(store: Store, rules: Rules, phone: str) -> Context:
@@ -163,6 +175,9 @@ def change_status(store: Store, engine: Engine, rules: Rules, ref: str, status: 
     """Set a submission's status and queue the notice to its phone, in one transaction.
 
     A new note with the same status is a change too (staff added a word).
+    A resolution asks "is it fixed?" until the villager answered. An update
+    whose `notice` is `QUIET` sends nothing: the villager's own "not fixed"
+    reopened it (they were thanked), or only its agency or deadline changed.
     A change to a silent status (`review`) sends nothing: the villager was
     told at submission that the outcome comes by SMS; nor does one to a
     submission made with no phone (`NO_PHONE`). An update whose
@@ -177,20 +192,35 @@ def change_status(store: Store, engine: Engine, rules: Rules, ref: str, status: 
         changed = store.set_status(ref, status, note)
         if notice == SAME_ANSWER:
             return _tell_same_answer(store, engine, rules, ref)
-        if changed is None or status in SILENT_STATUSES or changed["phone"] == NO_PHONE:
+        if changed is None or status in SILENT_STATUSES or notice == QUIET or changed["phone"] == NO_PHONE:
             return None
         phone = changed["phone"]
         lang = language_of(store, engine, rules, phone, changed["language"])
-        text = notice_for(engine, lang, ref, changed["service"], status, note)
+        text = notice_for(engine, lang, ref, changed["service"], status, note,
+                          asks=status == "resolved" and changed["service"] in engine.asks_fixed
+                          and store.fixed(ref) is None)
         queued = store.outbox.add(phone, text, "notice", ttl=rules.sms_ttl, cause=f"{ref}:{status}",
                                   opted_out=not store.wants_notices(phone))
     return queued["state"]
 
 
-def notice_for(engine: Engine, lang: str, ref: str, service: str, status: str, note: str) -> str:
-    """The SMS that tells a submission's phone its new status and the staff's note (shortened to fit), in `lang`."""
+def notice_for(engine: Engine, lang: str, ref: str, service: str, status: str, note: str,
+               asks: bool = False) -> str:
+    """The SMS that tells a submission's phone its new status and the staff's note (shortened to fit), in `lang`;
+    `asks`: a resolution that asks "is it fixed?"."""
     return notice_text(engine.catalog, lang, ref=ref, service=service_title(engine, lang, service),
-                       status=engine.catalog.text(lang, STATUS_LABELS[status]), note=note)
+                       status=engine.catalog.text(lang, STATUS_LABELS[status]), note=note, asks=asks)
+
+
+def rate(store: Store, submission: dict, *, fixed: bool, rating: int | None, words: str, channel: str) -> bool:
+    """Keep a villager's answer to "is it fixed?" about `submission` (a `Store.rateable` row), to go with the
+    next sync; False when it had one already (the first counts). The central backend decides whether it
+    came too late to count."""
+    kept = store.add_feedback(submission["id"], fixed=fixed, rating=rating, words=words[:WORDS_LIMIT],
+                              channel=channel)
+    log.info("%s: %s answer to \"is it fixed?\" on %s: %s, rating %s", channel, "new" if kept else "repeated",
+             submission["ref"], "fixed" if fixed else "not fixed", rating)
+    return kept
 
 
 def service_title(engine: Engine, lang: str, service: str) -> str:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from flows import Context, Engine, SessionOutdated, Turn
 from sync.limits import Verdict
+from sync.reference import normalize_reference
 from sync.store import Store
 
 from . import funnel, turn
@@ -105,6 +106,8 @@ def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, limits: Limi
                 text = turn.held_text(engine, step.session["lang"], made["ref"])
         if step.language is not None:
             turn.set_language(store, hop.phone, step.language)
+        if step.feedback is not None:
+            _rate(store, engine, hop.phone, step.feedback)
         body = ("END " if step.done else "CON ") + text
         store.save_session(hop.session_id, phone=hop.phone, service_code=hop.service_code,
                            state=step.session, history=hop.text, response=body, done=step.done,
@@ -125,6 +128,14 @@ def _refused(store: Store, engine: Engine, rules: Rules, hop: Hop, limit: int, v
                     hop.session_id, mask_phone(hop.phone), limit, verdict.retry_after)
     lang = turn.language_of(store, engine, rules, hop.phone)
     return "END " + turn.too_many_text(engine, lang, verdict.retry_after)
+
+
+def _rate(store: Store, engine: Engine, phone: str, feedback: dict) -> None:
+    """Keep the caller's answer to "is it fixed?" from the status screen; nothing when the request is no longer
+    theirs to answer about (an SMS answer came first: the first counts)."""
+    about = store.rateable(phone, engine.asks_fixed, normalize_reference(feedback["ref"]))
+    if about is not None:
+        turn.rate(store, about, fixed=feedback["fixed"], rating=feedback["rating"], words="", channel="ussd")
 
 
 def _first_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, ctx: Context) -> Turn:

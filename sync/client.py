@@ -1,4 +1,5 @@
-"""The gateway's side of sync: push submissions, pull status updates, over signed HTTP.
+"""The gateway's side of sync: push submissions (and villagers' answers to "is it fixed?"), pull status
+updates, over signed HTTP.
 
 Only a signed JSON answer made for this very request counts. What may heal by
 itself (refused connections, timeouts, 5xx, a captive portal's 200 page, a
@@ -25,11 +26,13 @@ from .protocol import (BATCH_PATH, BATCH_TYPE, NONCE, REFUSAL, REFUSALS, RETRYAB
 
 @dataclass(frozen=True)
 class Pushed:
-    """The central backend's answer per item, the bytes sent, and the reference prefix it knows this gateway by."""
+    """The central backend's answer per item and per villager's answer (none from one that takes no
+    answers), the bytes sent, and the reference prefix it knows this gateway by."""
 
     results: list[dict]
     wire_bytes: int
     prefix: str | None
+    feedback_results: list[dict]
 
 
 @dataclass(frozen=True)
@@ -98,14 +101,15 @@ class SyncClient:
         except ValueError:
             raise LinkError("signed answer is not valid JSON") from None
 
-    async def push(self, items: list[dict]) -> Pushed:
-        """Send one batch; return the central backend's answer per item."""
-        body = encode_batch(self.gateway_id, items)
+    async def push(self, items: list[dict], feedback: list[dict] = ()) -> Pushed:
+        """Send one batch of submissions and villagers' answers (`feedback`); return the central backend's
+        answer per each."""
+        body = encode_batch(self.gateway_id, items, list(feedback))
         answer = await self._call("POST", BATCH_PATH, body, BATCH_TYPE)
-        results = answer.get("results")
+        results, answered = answer.get("results"), answer.get("feedback_results", [])
         if not isinstance(results, list):
             raise LinkError("answer has no results")
-        return Pushed(results, len(body), _prefix(answer))
+        return Pushed(results, len(body), _prefix(answer), answered if isinstance(answered, list) else [])
 
     async def pull(self, since: int) -> Pulled:
         """Status updates after cursor `since`, and the new cursor."""

@@ -12,8 +12,17 @@ backend for this very request: a captive portal's `200` page, or an old
 answer replayed, never marks anything synced.
 
 Updates. `GET /sync/v1/updates?since=<cursor>` answers `{"updates": [{"seq",
-"id", "ref", "status", "note", "at", "notice"}], "cursor", "prefix"}`;
-`notice` is None or `SAME_ANSWER`. Both answers (updates and a batch's
+"id", "ref", "status", "note", "at", "notice", "agency", "due_at",
+"overdue"}], "cursor", "prefix"}`; `notice` is None, `SAME_ANSWER` or
+`QUIET`; the last three keys are optional (older backends leave them out).
+
+Feedback. A batch may carry, next to its `items`, `"feedback": [{"id" (a
+ULID), "submission_id", "ref", "fixed" (true | false), "rating" (1-5 or
+null), "words" (the villager's text, at most 160 characters), "at" (when
+they answered)}]`: villagers' answers to "is it fixed?". The answer then
+carries `"feedback_results": [{"id", "result"}]`, each result one of
+`FEEDBACK_RESULTS`; a gateway marks an answer synced on any result. A batch
+without the key is as valid as ever. Both answers (updates and a batch's
 `{"results", "prefix"}`) name the reference prefix the central backend
 knows this gateway by, so a gateway can tell its operator when its own
 setting differs.
@@ -55,6 +64,12 @@ answer (a voter's NIK) that another submission already holds waits there
 until staff decide.
 """
 
+FEEDBACK = "feedback"
+FEEDBACK_RESULTS = ("accepted", "duplicate", "late", "unknown", "rejected")
+"""What the central backend made of a villager's answer: counted; a second answer about one submission (or
+the same answer again); answered more than `central.rating_days` after the resolution, kept but not counted;
+about no submission of this gateway; malformed."""
+
 SILENT_STATUSES = frozenset({"review"})
 """Statuses whose change sends no SMS: the villager was told at submission that the outcome comes by SMS."""
 
@@ -64,6 +79,14 @@ SAME_ANSWER = "same-answer"
 The update carries the submission's own status and note, unchanged; the
 gateway tells its phone, in words from its own catalogs, that another
 registration used the same answer and was decided.
+"""
+
+QUIET = "quiet"
+"""An update's `notice` when its phone gets no SMS: the villager's own "not fixed" reopened the submission
+(they were thanked already), or only its agency or deadline changed (a reassignment, an escalation).
+
+Updates also carry, optionally, the submission's `agency`, `due_at` (a stamp or None) and `overdue` (whether
+that is past while the status is not final), so that a status check can say who holds it and whether it is late.
 """
 
 HOLD = "hold"
@@ -117,9 +140,10 @@ def batch_bytes(batch_size: int) -> int:
     return BATCH_OVERHEAD_BYTES + batch_size * MAX_ITEM_BYTES
 
 
-def encode_batch(gateway_id: str, items: list[dict]) -> bytes:
-    """A batch as it travels: compact JSON, gzip'd."""
-    payload = json.dumps({"gateway": gateway_id, "items": items}, separators=(",", ":"), ensure_ascii=False)
+def encode_batch(gateway_id: str, items: list[dict], feedback: list[dict] | None = None) -> bytes:
+    """A batch as it travels: compact JSON, gzip'd; with `feedback` (villagers' answers) when there is some."""
+    batch = {"gateway": gateway_id, "items": items, **({FEEDBACK: feedback} if feedback else {})}
+    payload = json.dumps(batch, separators=(",", ":"), ensure_ascii=False)
     return gzip.compress(payload.encode("utf-8"), compresslevel=9, mtime=0)
 
 
@@ -134,6 +158,8 @@ def decode_batch(raw: bytes, max_bytes: int = batch_bytes(5000)) -> dict:
         raise ValueError(f"not a gzip'd JSON batch: {error}") from None
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         raise ValueError("a batch is an object with a list of items")
+    if not isinstance(data.get(FEEDBACK, []), list):
+        raise ValueError("a batch's feedback is a list")
     return data
 
 

@@ -9,6 +9,7 @@ Tables:
     callers         each caller's chosen language, by keyed digest of the phone
     sms_pending     SMS reports waiting for their place, one sealed draft per phone (`pending.py`)
     status_history  every status and note a submission had, oldest first
+    feedback        villagers' "is it fixed?" answers, one per submission, sealed words, until synced
     accounts, account_tokens, web_sessions, login_failures, audit
                     operators, their sessions and lock-outs, the append-only audit log (`accounts.py`)
 
@@ -133,7 +134,22 @@ def _v8(db: sqlite_utils.Database) -> None:
     db["funnel_sessions"].create_index(["day"])
 
 
-_STATUS_KEYS = ("ref", "service", "status", "created_at", "note", "status_at")
+def _v9(db: sqlite_utils.Database) -> None:
+    """Villagers' "is it fixed?" answers, one per submission (the first counts), kept until the central
+    backend has them; the agency that holds each submission, its deadline and whether the central backend
+    found it overdue, from its updates (CEK tells an overdue one who holds it now)."""
+    db["feedback"].create({"id": str, "submission_id": str, "fixed": int, "rating": int, "words": str,
+                           "channel": str, "created_at": str, "sync_state": str, "result": str}, pk="id",
+                          not_null={"submission_id", "fixed", "words", "channel", "created_at", "sync_state"},
+                          foreign_keys=[("submission_id", "submissions", "id")])
+    db["feedback"].create_index(["submission_id"], unique=True)
+    db["feedback"].create_index(["sync_state", "id"])
+    db["submissions"].add_column("agency", str)
+    db["submissions"].add_column("due_at", str)
+    db["submissions"].add_column("overdue", int, not_null_default=0)
+
+
+_STATUS_KEYS = ("ref", "service", "status", "created_at", "note", "status_at", "agency", "due_at", "overdue")
 _STATUS_COLUMNS = ", ".join(_STATUS_KEYS)
 """What a caller may see of their own submission."""
 
@@ -142,7 +158,7 @@ FUNNEL_PATH_LIMIT = 4000
 """Characters of a session's path of screens past which only its last screen is kept (no flow is that deep)."""
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 
 
 class Store(Database):
@@ -471,6 +487,70 @@ class Store(Database):
                     [state, result.get("reason") if state == "rejected" else None, now, result["id"]])
                 tally[outcome] += cursor.rowcount
         return tally
+
+    def set_deadline(self, ref: str, *, agency: str | None, due_at: str | None, overdue: bool) -> None:
+        """What the central backend said of `ref` in an update: the agency holding it, its deadline, and
+        whether it is past it."""
+        self.db.execute("UPDATE submissions SET agency = ?, due_at = ?, overdue = ? WHERE ref = ?",
+                        [agency, due_at, int(overdue), ref])
+
+    # -- "is it fixed?" ----------------------------------------------------------
+
+    def rateable(self, phone: str, services: frozenset[str], ref: str = "") -> dict | None:
+        """The resolved submission of `phone`, of one of `services`, that a villager's "is it fixed?" answer
+        is about: `ref` when given, else the latest resolved; `id`, `ref`, `service`, `language` and
+        `answered` (it has an answer already). None when there is none."""
+        marks = ", ".join("?" * len(services))
+        where = f"s.phone_hash = ? AND s.status = 'resolved' AND s.service IN ({marks})" + (" AND s.ref = ?" if ref else "")
+        row = self.db.execute(
+            f"SELECT s.id, s.ref, s.service, s.language, f.id IS NOT NULL FROM submissions s "
+            f"LEFT JOIN feedback f ON f.submission_id = s.id WHERE {where} "
+            f"ORDER BY s.status_at DESC, s.id DESC LIMIT 1",
+            [self.phone_digest(phone), *sorted(services), *([ref] if ref else [])]).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("id", "ref", "service", "language"), row[:4]), answered=bool(row[4]))
+
+    def fixed(self, ref: str) -> bool | None:
+        """The villager's answer to "is it fixed?" on submission `ref`; None when they gave none."""
+        row = self.db.execute("SELECT f.fixed FROM feedback f JOIN submissions s ON s.id = f.submission_id "
+                              "WHERE s.ref = ?", [ref]).fetchone()
+        return None if row is None else bool(row[0])
+
+    def add_feedback(self, submission_id: str, *, fixed: bool, rating: int | None, words: str,
+                     channel: str) -> bool:
+        """Keep a villager's answer to "is it fixed?" (`words` sealed: they may name someone); False, and
+        nothing kept, when the submission has one already (the first answer counts)."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO feedback (id, submission_id, fixed, rating, words, channel, created_at, "
+            "sync_state) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+            [str(ULID()), submission_id, int(fixed), rating, self.sealer.seal(words), channel,
+             _stamp(self.clock())])
+        return cursor.rowcount == 1
+
+    def pending_feedback(self, limit: int) -> list[dict]:
+        """Answers not yet at the central backend, oldest first, as a batch's `feedback` items."""
+        rows = self.db.execute(
+            "SELECT f.id, f.submission_id, s.ref, f.fixed, f.rating, f.words, f.created_at FROM feedback f "
+            "JOIN submissions s ON s.id = f.submission_id WHERE f.sync_state = 'pending' ORDER BY f.id LIMIT ?",
+            [limit]).fetchall()
+        return [{"id": id_, "submission_id": submission_id, "ref": ref, "fixed": bool(fixed), "rating": rating,
+                 "words": self.sealer.open(words), "at": at}
+                for id_, submission_id, ref, fixed, rating, words, at in rows]
+
+    def mark_feedback_synced(self, results: list[dict]) -> int:
+        """The central backend answered for these answers (any result: accepted, duplicate, late, unknown);
+        they are sent no more. Returns how many were marked."""
+        marked = 0
+        with self.transaction():
+            for result in results:
+                if not isinstance(result, dict) or not isinstance(result.get("id"), str):
+                    continue
+                cursor = self.db.execute("UPDATE feedback SET sync_state = 'synced', result = ? "
+                                         "WHERE id = ? AND sync_state = 'pending'",
+                                         [str(result.get("result"))[:32], result["id"]])
+                marked += cursor.rowcount
+        return marked
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()

@@ -95,7 +95,8 @@ def test_batchfile_round_trip_and_double_import(homes, tmp_path):
     assert store.submission(refs[0])["status"] == "resolved"
     notices = [m for m in store.outbox.messages() if m["kind"] == "notice"]
     store.close()
-    assert [m["body"] for m in notices] == [f"Kentongan: {refs[0]} Laporan masalah kini Selesai. Sudah diperbaiki"]
+    assert [m["body"] for m in notices] == [f"Kentongan: {refs[0]} Laporan masalah kini Selesai. Sudah beres? Balas 1 "
+                                             f"ya atau 2 belum, dan nilai 1-5 (mis. 1 5). Sudah diperbaiki"]
 
 
 def test_batchfile_items_also_arriving_online_are_not_doubled(homes, tmp_path):

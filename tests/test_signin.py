@@ -217,7 +217,7 @@ async def test_signin_office_in_and_out_and_audit(office):
     assert status == 303 and "HttpOnly" in cookie(headers, "kentongan_session")
     assert "Path=/office" in cookie(headers, "kentongan_session")
     body = (await browser.get("/office?lang=sw"))[1]
-    assert "tono (viewer)" in body and "Maombi yote" in body
+    assert "tono (viewer)" in body and "Foleni ya maombi" in body
     assert (await browser.get("/office/audit"))[0] == 403
     await browser.post("/office/logout", {"csrf": FIELD.search(body).group(1)})
     await browser.sign_in("sari")

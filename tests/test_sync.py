@@ -136,7 +136,8 @@ async def test_sync_end_to_end_offline_then_resolved(tmp_path, standin):
         assert (await gw.post("/sms/africastalking/inbound", status_sms))[0] == 200
         await eventually(lambda: any("Resolved" in b for b in standin.bodies(PHONE)))
         notices = [b for b in standin.bodies(PHONE) if "kini Selesai" in b]
-        assert notices == [f"Kentongan: {ref} Laporan masalah kini Selesai. Sudah ditambal."]
+        assert notices == [f"Kentongan: {ref} Laporan masalah kini Selesai. Sudah beres? Balas 1 ya atau 2 belum, "
+                           f"dan nilai 1-5 (mis. 1 5). Sudah ditambal."]
         answers = [b for b in standin.bodies(PHONE) if b.startswith(f"Kentongan: {ref} Problem report")]
         assert len(answers) == 1 and answers[0].startswith(f"Kentongan: {ref} Problem report: Resolved (")
         assert answers[0].endswith("\nNote: Sudah ditambal.")  # the staff's note, in the answer to STATUS

@@ -2,9 +2,11 @@
 
     /sync/v1/batches   POST  a gateway's signed, gzip'd batch; a signed answer per item
     /sync/v1/updates   GET   status changes of that gateway's submissions after ?since=
-    /api/v1/submissions           GET    staff: one page, newest first (status, service, village,
-                                         since, limit, cursor)
-    /api/v1/submissions/{ref}     PATCH  staff: set status (one of `protocol.STATUSES`) and note
+    /api/v1/submissions           GET    staff: one page (status, service, village, gateway, agency,
+                                         overdue, since, until, ref, order, limit, cursor)
+    /api/v1/submissions/{ref}     GET    staff: one submission with its history
+    /api/v1/submissions/{ref}     PATCH  staff: set status (one of `protocol.STATUSES`) and note, as
+                                         the caller saw it at `expected` (else 409 with what changed)
 
 Staff calls carry `Authorization: Bearer <token>`: a person's own token
 (`kentongan central staff token NAME`), whose role decides what the call
@@ -35,7 +37,15 @@ that never goes to a gateway. A PATCH answers with the submission and, when
 the config hands in a notice renderer, `sms`: the text its phone will get
 and whether the note in it is shortened (the note itself is stored whole,
 up to `MAX_NOTE` characters); when it decides a submission held for review,
-`also_notified` names the submission whose phone is told too.
+`also_notified` names the submission whose phone is told too. A PATCH that
+names `expected` (the `updated_at` the caller saw) is refused with 409 when
+the submission changed since: the answer holds the submission as it is now
+(`current`) and the history rows written since (`changes`); nothing changes.
+
+A batch may carry villagers' answers to "is it fixed?" (`protocol.FEEDBACK`);
+its answer then names each one's result (`feedback_results`). Every
+`CentralConfig.escalate_seconds` the backend escalates the requests that
+became overdue (`CentralStore.escalate_overdue`).
 """
 
 from __future__ import annotations
@@ -62,22 +72,21 @@ from ..accounts import TOKEN_PREFIX
 from ..errors import ClockSkew, SignatureError
 from ..limits import RateLimiter
 from ..pages import FORM_BODY_LIMIT, PageSettings, roles_with, sign_in
-from ..protocol import (BATCH_PATH, GATEWAY, REFUSAL, SILENT_STATUSES, STATUSES, UPDATES_PATH, batch_bytes,
-                        check_request, decode_batch, loads, sign_answer)
+from ..protocol import (BATCH_PATH, FEEDBACK, GATEWAY, REFUSAL, SILENT_STATUSES, STATUSES, UPDATES_PATH,
+                        batch_bytes, check_request, decode_batch, loads, sign_answer)
 from ..seal import mask_phone
 from ..thread import StoreThread
 from .config import CentralConfig
+from .keys import body_limits_key, central_config_key, central_store_key
 from .limits import RateLimits
 from .open311 import OPEN311_BODY_LIMIT, create_request, setup_open311
 from .pages import setup_office
-from .store import CentralStore, Key, NoPrefix, utc_stamp
+from .service import not_personal
+from .store import MAX_NOTE, ORDERS, Changed, CentralStore, Cursor, NoPrefix, utc_stamp
 
 log = logging.getLogger(__name__)
 
-central_config_key = web.AppKey("central_config", CentralConfig)
-central_store_key = web.AppKey("central_store", StoreThread)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-body_limits_key = web.AppKey("body_limits", dict)
 rate_limits_key = web.AppKey("rate_limits", RateLimits)
 NO_BODY_LIMIT = 1024
 """What a route that takes no body reads at most (aiohttp takes 0 for no limit)."""
@@ -89,7 +98,6 @@ UNKNOWN_SECRET = secrets.token_hex(32)
 UPDATES_LIMIT = 500
 PAGE_LIMIT = 100
 MAX_PAGE_LIMIT = 1000
-MAX_NOTE = 500
 SHARED_TOKEN = "central.staff_token"
 """The audit log's `who` for calls made with the shared, deprecated token."""
 SHARED_TOKEN_PERMISSIONS = frozenset({"read", "act", "personal", "audit"})
@@ -97,7 +105,6 @@ WRONG_TOKENS_PER_MINUTE = 60
 """Failed staff-token lookups one source address may make per minute; more get 429."""
 DEPRECATION_LOG_SECONDS = 3600.0
 MAX_TOKEN = 200
-"""The longest staff note kept; an SMS carries as much of it as fits one message."""
 
 
 def create_central_app(config: CentralConfig, pages: PageSettings = PageSettings()) -> web.Application:
@@ -212,6 +219,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post(BATCH_PATH, receive_batch)
     app.router.add_get(UPDATES_PATH, send_updates)
     app.router.add_get("/api/v1/submissions", list_submissions)
+    app.router.add_get("/api/v1/submissions/{ref}", one_submission)
     app.router.add_patch("/api/v1/submissions/{ref}", change_submission)
     app.router.add_get("/healthz", healthz)
 
@@ -226,12 +234,27 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
     config = app[central_config_key]
     thread = await StoreThread.open(CentralConfig.open_store, config, readers=READERS)
     app[central_store_key] = thread
-    retention = asyncio.create_task(_retain(thread, config)) if config.retention else None
+    tasks = [asyncio.create_task(_escalate(thread, config))]
+    if config.retention:
+        tasks.append(asyncio.create_task(_retain(thread, config)))
     yield
-    if retention:
-        retention.cancel()
-        await asyncio.gather(retention, return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     thread.close()
+
+
+async def _escalate(thread: StoreThread, config: CentralConfig) -> None:
+    """As the backend starts, then every `escalate_seconds`: escalate the requests that became overdue."""
+    while True:
+        try:
+            escalated = await thread.call(lambda s: s.escalate_overdue())
+            if escalated:
+                log.info("%d requests passed their deadline and were escalated to their agencies' supervisors",
+                         escalated)
+        except Exception:
+            log.exception("escalation failed")
+        await asyncio.sleep(config.escalate_seconds)
 
 
 async def _retain(thread: StoreThread, config: CentralConfig) -> None:
@@ -315,13 +338,28 @@ async def receive_batch(request: web.Request) -> web.Response:
         raise _refuse("bad-batch", str(error), web.HTTPBadRequest) from None
     if batch.get("gateway") not in (None, gateway_id):
         raise _refuse("bad-batch", "batch names another gateway", web.HTTPBadRequest)
+    feedback = batch.get(FEEDBACK)
+    if feedback is not None and len(feedback) > request.app[central_config_key].batch_size:
+        raise _refuse("bad-batch", f"a batch carries at most {request.app[central_config_key].batch_size} answers "
+                                   f"to \"is it fixed?\"", web.HTTPBadRequest)
+
+    def store_batch(store: CentralStore) -> tuple[list[dict], list[dict] | None]:
+        with store.transaction():
+            results = store.ingest(gateway_id, batch["items"])
+            return results, store.record_feedback(gateway_id, feedback) if feedback is not None else None
+
     try:
-        results = await request.app[central_store_key].call(lambda s: s.ingest(gateway_id, batch["items"]))
+        results, feedback_results = await request.app[central_store_key].call(store_batch)
     except NoPrefix as error:
         raise _refuse("no-prefix", str(error), web.HTTPForbidden) from None
     accepted = sum(r["result"] == "accepted" for r in results)
     log.info("batch from %s: %d items, %d new", gateway_id, len(results), accepted)
-    return _signed_json({"results": results, "prefix": gateway["prefix"]}, secret, nonce)
+    answer = {"results": results, "prefix": gateway["prefix"]}
+    if feedback_results is not None:
+        answer["feedback_results"] = feedback_results
+        log.info("batch from %s: %d answers to \"is it fixed?\", %d counted", gateway_id, len(feedback_results),
+                 sum(r["result"] == "accepted" for r in feedback_results))
+    return _signed_json(answer, secret, nonce)
 
 
 async def send_updates(request: web.Request) -> web.Response:
@@ -415,23 +453,14 @@ def _public(row: dict, caller: Caller, forms) -> dict:
     masked and only the answers that `not_personal` lets through."""
     shown = {key: row[key] for key in ("ref", "service", "channel", "status", "note", "village", "language",
                                        "answers", "phone", "gateway_id", "created_at", "received_at", "updated_at",
-                                       "review_of", "review_reason", "purged_at")}
+                                       "review_of", "review_reason", "purged_at", "agency", "category", "due_at",
+                                       "overdue", "escalated_at", "resolved_at", "first_resolved_at", "reopened",
+                                       "fixed", "rating")}
     if "personal" not in caller.permissions:
         allowed = not_personal(forms.get(row["service"]))
         shown["phone"] = mask_phone(row["phone"]) if row["phone"] else ""
         shown["answers"] = {name: value for name, value in row["answers"].items() if name in allowed}
     return shown
-
-
-def not_personal(form: dict | None) -> frozenset[str]:
-    """The answers of `form` that a role without `personal` may see: those chosen from a list, and the place
-    and description (what Open311 publishes anyway). Typed answers such as a NIK, a name, a birth date or a
-    business name are personal; so is any answer the form does not describe."""
-    if form is None:
-        return frozenset()
-    return frozenset(question["answer"] for question in form["questions"]
-                     if question["kind"] == "choice" or question["answer"] in (form.get("address"),
-                                                                                form.get("description")))
 
 
 def _shown(store: CentralStore, rows: list[dict], caller: Caller) -> None:
@@ -442,21 +471,23 @@ def _shown(store: CentralStore, rows: list[dict], caller: Caller) -> None:
                 store.accounts.audit(caller.who, "personal-view", row["ref"])
 
 
-def encode_cursor(key: Key) -> str:
-    """The opaque `next` of a page: where the following page starts."""
+def encode_cursor(key: Cursor) -> str:
+    """The opaque `next` of a page: where the following page starts (`CentralStore.triage`'s cursor)."""
     return base64.urlsafe_b64encode(json.dumps(list(key), separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> Key:
+def decode_cursor(text: str) -> Cursor:
     """The inverse of `encode_cursor`; ValueError when `text` is not one."""
     try:
         key = loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (binascii.Error, ValueError):
         raise ValueError("not a cursor") from None
-    if not (isinstance(key, list) and len(key) == 2 and all(isinstance(part, str) for part in key)
-            and utc_stamp(key[0]) == key[0]):
+    if not (isinstance(key, list) and len(key) in (2, 4) and all(isinstance(part, str) for part in key)):
         raise ValueError("not a cursor")
-    return key[0], key[1]
+    when = key[0] if len(key) == 2 else key[1]
+    if utc_stamp(when) != when:
+        raise ValueError("not a cursor")
+    return tuple(key)
 
 
 def _limit(text: str | None) -> int:
@@ -483,19 +514,37 @@ def _parsed(text: str | None, parse, reason: str):
         raise web.HTTPBadRequest(text=reason) from None
 
 
+def _overdue_filter(text: str | None) -> bool | None:
+    reason = "overdue must be true or false"
+    if not text:
+        return None
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise web.HTTPBadRequest(text=reason)
+    return text.lower() in ("true", "1")
+
+
 async def list_submissions(request: web.Request) -> web.Response:
     caller = await _staff(request, "read")
     query = request.query
     if query.get("status") and query["status"] not in STATUSES:
         raise web.HTTPBadRequest(text=f"status must be one of {', '.join(STATUSES)}")
+    if query.get("order", "newest") not in ORDERS:
+        raise web.HTTPBadRequest(text=f"order must be one of {', '.join(ORDERS)}")
     limit = _limit(query.get("limit"))
-    since = _parsed(query.get("since"), utc_stamp, "since must be an ISO 8601 time, like 2026-11-01T00:00:00Z")
+    when = "must be an ISO 8601 time, like 2026-11-01T00:00:00Z"
+    since = _parsed(query.get("since"), utc_stamp, f"since {when}")
+    until = _parsed(query.get("until"), utc_stamp, f"until {when}")
     after = _parsed(query.get("cursor"), decode_cursor, "cursor must be the `next` of an earlier page")
+    filters = {name: query.get(name) or None for name in ("status", "service", "village", "gateway", "agency", "ref")}
+    overdue = _overdue_filter(query.get("overdue"))
 
     thread = request.app[central_store_key]
-    rows, more = await thread.read(lambda s: s.submissions(
-        status=query.get("status"), service=query.get("service"), village=query.get("village"), since=since,
-        after=after, limit=limit))
+    try:
+        rows, more = await thread.read(lambda s: s.triage(
+            **filters, overdue=overdue, changed_since=since, changed_until=until, order=query.get("order", "newest"),
+            after=after, limit=limit))
+    except ValueError as error:
+        raise web.HTTPBadRequest(text=str(error)) from None
     if "personal" in caller.permissions:  # a reader refuses to write: the audit rows go through the writer
         await thread.call(_shown, rows, caller)
     forms = request.app[central_config_key].forms
@@ -503,32 +552,62 @@ async def list_submissions(request: web.Request) -> web.Response:
                               "next": encode_cursor(more) if more else None})
 
 
+async def one_submission(request: web.Request) -> web.Response:
+    caller = await _staff(request, "read")
+    ref = request.match_info["ref"].upper()
+    thread = request.app[central_store_key]
+    row = await thread.read(lambda s: s.submission_page(ref))
+    if row is None:
+        raise web.HTTPNotFound(text=f"no submission {ref}")
+    if "personal" in caller.permissions:
+        await thread.call(_shown, [row], caller)
+    return web.json_response({**_public(row, caller, request.app[central_config_key].forms),
+                              "history": [_event(event, caller) for event in row["history"]]})
+
+
+def _event(event: dict, caller: Caller) -> dict:
+    """A history row as staff see it: a villager's own words only for a role that may see personal fields."""
+    shown = {key: event[key] for key in ("at", "kind", "status", "note", "who", "detail", "rating")}
+    if event["kind"] in ("feedback", "late-feedback") and "personal" not in caller.permissions:
+        shown["note"] = None
+    return shown
+
+
 async def change_submission(request: web.Request) -> web.Response:
     caller = await _staff(request, "act")
-    data = await _json_body(request, "body must be UTF-8 JSON: {\"status\": ..., \"note\": ...}")
-    status, note = (data.get("status"), data.get("note", "")) if isinstance(data, dict) else (None, "")
+    data = await _json_body(request, "body must be UTF-8 JSON: {\"status\": ..., \"note\": ..., \"expected\": ...}")
+    status, note, expected = (data.get("status"), data.get("note", ""), data.get("expected")) \
+        if isinstance(data, dict) else (None, "", None)
     if status not in STATUSES:
         raise web.HTTPBadRequest(text=f"status must be one of {', '.join(STATUSES)}")
     if not isinstance(note, str):
         raise web.HTTPBadRequest(text=f"note must be text of at most {MAX_NOTE} characters")
     if len(note) > MAX_NOTE:
         raise web.HTTPBadRequest(text=f"note must be text of at most {MAX_NOTE} characters (this one has {len(note)})")
+    if expected is not None and not isinstance(expected, str):
+        raise web.HTTPBadRequest(text="expected must be the updated_at of the submission as you saw it")
     ref = request.match_info["ref"].upper()
+    forms = request.app[central_config_key].forms
 
     def change(store: CentralStore) -> dict | None:
         with store.transaction():
             before = store.submission(ref)
-            row = store.set_status(ref, status, note) if before else None
+            row = store.change(ref, status, note, caller.who, expected) if before else None
             if row is not None:
                 store.accounts.audit(caller.who, "status", ref, f"{before['status']} -> {row['status']}")
                 _shown(store, [row], caller)
             return row
 
-    row = await request.app[central_store_key].call(change)
+    try:
+        row = await request.app[central_store_key].call(change)
+    except Changed as changed:
+        return web.json_response({"error": f"{ref} changed since {expected}: it is now {changed.current['status']}",
+                                  "current": _public(changed.current, caller, forms),
+                                  "changes": [_event(event, caller) for event in changed.history]}, status=409)
     if row is None:
         raise web.HTTPNotFound(text=f"no submission {ref}")
-    return web.json_response({**_public(row, caller, request.app[central_config_key].forms), "sms": _sms(request.app[central_config_key], row),
-                              "also_notified": row["also_notified"]})
+    return web.json_response({**_public(row, caller, forms),
+                              "sms": _sms(request.app[central_config_key], row), "also_notified": row["also_notified"]})
 
 
 async def _json_body(request: web.Request, reason: str):

@@ -10,7 +10,8 @@ from types import MappingProxyType
 from typing import Callable, Mapping, NamedTuple
 
 from ..database import utc_now
-from .store import CentralStore
+from .routing import DEFAULT_AGENCY, Routing, Rule, Target
+from .store import RATING_DAYS, CentralStore
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,12 @@ class CentralConfig:
     `CentralStore.purge_personal`); 0 keeps everything forever.
     `open311_posts_per_minute` and `sync_per_minute` limit those requests per
     source address (`limits.py`); 0, the default here, turns a limit off.
+    `routing` (rules, first match wins) and `default_agency` decide each new
+    request's agency (`agency`, the one Open311 named for every request
+    before routing, is the default agency when that is not given), `targets` its deadline (see `routing.py`);
+    `rating_days` is how long after a resolution a villager's answer to "is
+    it fixed?" counts. `escalate_seconds` is how often the backend escalates
+    requests that became overdue.
     """
 
     data_dir: Path
@@ -62,6 +69,11 @@ class CentralConfig:
     open311_posts_per_minute: int = 0
     sync_per_minute: int = 0
     retention_days: int = 365
+    routing: tuple[Rule, ...] = ()
+    default_agency: str = DEFAULT_AGENCY
+    targets: tuple[Target, ...] = ()
+    rating_days: int = RATING_DAYS
+    escalate_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a caller's dicts cannot change the running backend.
@@ -70,6 +82,10 @@ class CentralConfig:
         object.__setattr__(self, "open311_services", tuple(self.open311_services))
         object.__setattr__(self, "gateways", MappingProxyType(dict(self.gateways)))
         object.__setattr__(self, "prefixes", MappingProxyType(dict(self.prefixes)))
+        if self.agency and self.default_agency == DEFAULT_AGENCY:  # `agency`: what Open311 named before routing
+            object.__setattr__(self, "default_agency", self.agency)
+        object.__setattr__(self, "routing", tuple(Rule(*rule) for rule in self.routing))
+        object.__setattr__(self, "targets", tuple(Target(*target) for target in self.targets))
 
     @property
     def addresses(self) -> Mapping[str, str]:
@@ -81,6 +97,12 @@ class CentralConfig:
         """Per service, the answers one submission may hold (a voter's NIK)."""
         return MappingProxyType({code: tuple(form["unique"]) for code, form in self.forms.items()
                                  if form.get("unique")})
+
+    @property
+    def categories(self) -> Mapping[str, str]:
+        """Per service, the answer that is its category: the form's first question answered from a list."""
+        return MappingProxyType({code: choice[0] for code, form in self.forms.items()
+                                 if (choice := [q["answer"] for q in form["questions"] if q["kind"] == "choice"])})
 
     @property
     def retention(self) -> dt.timedelta | None:
@@ -96,7 +118,9 @@ class CentralConfig:
         Raises `PrefixTaken` when a new gateway's prefix is the centre's own
         or another gateway's.
         """
-        store = CentralStore.open(self.data_dir, self.clock, self.addresses, self.uniques, self.ref_prefix)
+        store = CentralStore.open(self.data_dir, self.clock, self.addresses, self.uniques, self.ref_prefix,
+                                  routing=Routing(self.routing, self.default_agency, self.targets),
+                                  categories=self.categories, rating_days=self.rating_days, notice=self.notice)
         try:
             for gateway_id, secret in self.gateways.items():
                 self._register(store, gateway_id, secret, self.prefixes.get(gateway_id))

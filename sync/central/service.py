@@ -62,3 +62,14 @@ def _service(code: str, form: dict) -> dict:
         "keywords": ", ".join(value["name"] for attribute in attributes for value in attribute["values"]),
         "group": form["title"], "attributes": attributes, "fields": fields,
     }
+
+
+def not_personal(form: dict | None) -> frozenset[str]:
+    """The answers of `form` that a role without `personal` may see: those chosen from a list, and the place
+    and description (what Open311 publishes anyway). Typed answers such as a NIK, a name, a birth date or a
+    business name are personal; so is any answer the form does not describe."""
+    if form is None:
+        return frozenset()
+    return frozenset(question["answer"] for question in form["questions"]
+                     if question["kind"] == "choice" or question["answer"] in (form.get("address"),
+                                                                                form.get("description")))

@@ -54,9 +54,10 @@ from .. import accounts
 from ..accounts import Accounts
 from ..database import Database, stamp, utc_now
 from ..errors import StoreError
-from ..protocol import HOLD, HOLD_LIMIT, SAME_ANSWER, STATUSES
+from ..protocol import HOLD, HOLD_LIMIT, QUIET, SAME_ANSWER, SILENT_STATUSES, STATUSES
 from ..reference import ALPHABET, MAX_LENGTH, RANDOM_LENGTH, check_prefix
 from ..seal import Sealer
+from .routing import Routing
 
 DATABASE_NAME = "central.db"
 KEY_FILE_NAME = "central.key"
@@ -72,6 +73,23 @@ PREFIX_ORDER = "".join(sorted(ALPHABET, key=str.isdigit))
 
 Key = tuple[str, str]
 """Where a list stopped: the (created_at, id) of its last row."""
+Cursor = tuple[str, ...]
+"""Where a triage list stopped: (created_at, id) newest first; (phase, now, when, id) most overdue first."""
+NoticeText = Callable[[dict, str, str], object]
+"""(submission, status, note) -> the notice its phone gets (its `text`): `CentralConfig.notice`."""
+RATING_DAYS = 14
+ORDERS = ("newest", "overdue")
+MAX_CATEGORY = 40
+HISTORY_KINDS = ("received", "status", "assign", "escalate", "feedback", "late-feedback", "sms")
+"""What a history row records: arrival; a status change (status, note, who; `detail` the review reason
+when the centre held it); a reassignment (`detail` "old -> new", who); the deadline passed (`detail` the
+agency whose supervisors it went to); the villager's answer to "is it fixed?" (`detail` "fixed" or
+"not fixed", `rating`, `note` their own words, who `VILLAGER`), or one that came too late to count
+(`late-feedback`, the same fields); the SMS a status change sends (`detail` its text)."""
+MAX_WORDS = 160
+"""The most of a villager's own words an answer to "is it fixed?" keeps."""
+VILLAGER = "villager"
+"""The history's `who` for what the villager did (answered "is it fixed?")."""
 
 
 class RegistrationError(StoreError):
@@ -88,6 +106,19 @@ class PrefixTaken(RegistrationError):
 
 class NoPrefix(StoreError):
     """A gateway registered before prefixes existed sent a batch: its references cannot be checked."""
+
+
+class Changed(StoreError):
+    """A change was asked of a submission that changed since the caller saw it: nothing was changed.
+
+    `current` is the submission now (as `submission()`), `history` the
+    history rows written since the `updated_at` the caller saw.
+    """
+
+    def __init__(self, current: dict, history: list[dict]):
+        super().__init__(f"{current['ref']} changed at {current['updated_at']}: it is now {current['status']}")
+        self.current = current
+        self.history = history
 
 
 def utc_stamp(text: str) -> str:
@@ -192,6 +223,37 @@ def _v6(db: sqlite_utils.Database) -> None:
     db["submissions"].add_column("purged_at", str)
 
 
+def _v7(db: sqlite_utils.Database) -> None:
+    """The district office: each request's agency, category and deadline, its resolution and the villager's
+    answer to "is it fixed?", and its history; existing rows get a history of what is known of them.
+
+    A migration has no key and no config: `CentralStore._route_existing` gives the rows this leaves without
+    an agency their agency, category and deadline when the store opens.
+    """
+    for name in ("agency", "category", "due_at", "escalated_at", "resolved_at", "first_resolved_at", "rated_at"):
+        db["submissions"].add_column(name, str)
+    db["submissions"].add_column("reopened", int, not_null_default=0)
+    db["submissions"].add_column("fixed", int)
+    db["submissions"].add_column("rating", int)
+    db.execute("UPDATE submissions SET resolved_at = updated_at, first_resolved_at = updated_at "
+               "WHERE status = 'resolved'")
+    db.execute("CREATE INDEX idx_submissions_agency_created ON submissions (agency, created_at, id)")
+    db.execute("CREATE INDEX idx_submissions_agency_due ON submissions (agency, due_at, id)")
+    db.execute("CREATE INDEX idx_submissions_due ON submissions (due_at, id)")
+    db.execute("CREATE INDEX idx_submissions_gateway_created ON submissions (gateway_id, created_at, id)")
+    db.execute("""CREATE TABLE history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, submission_id TEXT NOT NULL, at TEXT NOT NULL, kind TEXT NOT NULL,
+        status TEXT, note TEXT, who TEXT, detail TEXT, rating INTEGER)""")
+    db["history"].create_index(["submission_id", "id"])
+    db.execute("INSERT INTO history (submission_id, at, kind, status) "
+               "SELECT id, received_at, 'received', 'received' FROM submissions ORDER BY received_at, id")
+    db.execute("INSERT INTO history (submission_id, at, kind, status, note, detail) "
+               "SELECT id, updated_at, 'status', status, note, review_reason FROM submissions "
+               "WHERE status != 'received' ORDER BY updated_at, id")
+    db["feedback"].create({"id": str, "submission_id": str, "gateway_id": str, "result": str, "at": str},
+                          pk="id")
+
+
 def village_key(village: str) -> str:
     """What a place is compared by: casefolded, runs of spaces as one (`" Dusun  KIDUL"` -> `"dusun kidul"`)."""
     return " ".join(village.casefold().split())
@@ -204,7 +266,10 @@ def _valid_prefix(prefix: str) -> bool:
         return False
 
 
-MIGRATIONS = [_v1, _v2, _v3, _v4, _v5, _v6]
+MAX_NOTE = 500
+"""The longest staff note kept; an SMS carries as much of it as fits one message."""
+
+MIGRATIONS = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 
 
 class CentralStore(Database):
@@ -222,22 +287,31 @@ class CentralStore(Database):
 
     def __init__(self, path: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now,
                  addresses: Mapping[str, str] = MappingProxyType({}),
-                 uniques: Mapping[str, Sequence[str]] = MappingProxyType({}), ref_prefix: str = "Z"):
+                 uniques: Mapping[str, Sequence[str]] = MappingProxyType({}), ref_prefix: str = "Z", *,
+                 routing: Routing = Routing(), categories: Mapping[str, str] = MappingProxyType({}),
+                 rating_days: int = RATING_DAYS, notice: NoticeText | None = None):
         super().__init__(path, sealer, clock)
         self.addresses = addresses
         self.uniques = uniques
         self.ref_prefix = ref_prefix
+        self.routing = routing
+        self.categories = categories
+        self.rating_days = rating_days
+        self.notice = notice
         self.accounts = Accounts(self.db, "central", clock)
         self._seal_villages()
         self._claim_existing()
+        self._route_existing()
 
     @classmethod
     def open(cls, data_dir: str | Path, clock: Callable[[], dt.datetime] = utc_now,
              addresses: Mapping[str, str] = MappingProxyType({}),
-             uniques: Mapping[str, Sequence[str]] = MappingProxyType({}), ref_prefix: str = "Z") -> "CentralStore":
+             uniques: Mapping[str, Sequence[str]] = MappingProxyType({}), ref_prefix: str = "Z",
+             **settings) -> "CentralStore":
+        """The store in `data_dir`; `settings` are the keyword arguments of the constructor (routing, ...)."""
         data_dir = Path(data_dir)
         return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock, addresses,
-                   uniques, ref_prefix)
+                   uniques, ref_prefix, **settings)
 
     def reader(self) -> "CentralStore":
         """A read-only twin of this store on a connection of its own, for a reading thread beside the store's.
@@ -378,8 +452,43 @@ class CentralStore(Database):
             "answers": self.sealer.seal(json.dumps(answers, ensure_ascii=False)), "phone": self.sealer.seal(phone),
             "language": language, **self._village(village), "status": "received", "note": None,
             "created_at": created_at, "received_at": now, "updated_at": now,
+            **self._routed(service, answers, now),
         })
+        self._history(submission_id, now, "received", status="received")
         self._claim(submission_id, service, answers, self.uniques.get(service, ()), now)
+
+    def _routed(self, service: str, answers: dict, received_at: str) -> dict:
+        """The `category`, `agency` and `due_at` columns of a request of `service` with `answers`, received
+        at `received_at`: the routing rules' agency and the targets' deadline."""
+        name = self.categories.get(service)
+        category = str(answers[name])[:MAX_CATEGORY] if name and answers.get(name) not in (None, "") else None
+        address = self.addresses.get(service)
+        village = str(answers.get(address) or "") if address else ""
+        due = self.routing.due(service, category, dt.datetime.fromisoformat(received_at))
+        return {"category": category, "agency": self.routing.agency(service, category, village),
+                "due_at": stamp(due) if due else None}
+
+    def _route_existing(self) -> None:
+        """Give the requests stored before routing (no agency) their category, agency and deadline, once."""
+        if "agency" not in self.db["submissions"].columns_dict:
+            return
+        rows = self.db.execute("SELECT id, service, answers, received_at FROM submissions WHERE agency IS NULL "
+                               "ORDER BY received_at, id").fetchall()
+        if not rows:
+            return
+        with self.transaction():
+            for submission_id, service, answers, received_at in rows:
+                routed = self._routed(service, json.loads(self.sealer.open(answers)), received_at)
+                self.db.execute("UPDATE submissions SET category = ?, agency = ?, due_at = ? WHERE id = ?",
+                                [routed["category"], routed["agency"], routed["due_at"], submission_id])
+
+    def _history(self, submission_id: str, at: str, kind: str, *, status: str | None = None,
+                 note: str | None = None, who: str | None = None, detail: str | None = None,
+                 rating: int | None = None) -> None:
+        """One row of a submission's history (see `HISTORY_KINDS`)."""
+        self.db.execute("INSERT INTO history (submission_id, at, kind, status, note, who, detail, rating) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [submission_id, at, kind, status, note, who, detail,
+                                                            rating])
 
     def _village(self, village: str) -> dict:
         """The `village` and `village_digest` columns of a place: sealed and digested, or both empty."""
@@ -438,6 +547,7 @@ class CentralStore(Database):
             self.db.execute("INSERT INTO updates (submission_id, gateway_id, ref, status, note, at) "
                             "SELECT id, gateway_id, ref, status, note, ? FROM submissions WHERE id = ?",
                             [now, submission_id])
+            self._history(submission_id, now, "status", status="review", detail=reason)
 
     def _claim_existing(self) -> None:
         """Claim the unique answers of submissions stored before the answer was unique here (or before claims).
@@ -533,15 +643,18 @@ class CentralStore(Database):
 
     # -- status changes -----------------------------------------------------------
 
-    def set_status(self, ref: str, status: str, note: str = "") -> dict | None:
-        """Change a submission's status and note (staff); the change joins its gateway's update feed.
+    def set_status(self, ref: str, status: str, note: str = "", who: str | None = None) -> dict | None:
+        """Change a submission's status and note (staff `who`); the change joins its gateway's update feed and
+        the submission's history.
 
         Returns the submission with `changed` (False when status and note
         were already these: nothing joins the feed) and `also_notified`:
         when this decides a submission held for review, the reference of the
         one it was held for, whose phone is told too (an update of its own
         status and note, with `notice` `SAME_ANSWER`); else None.
-        None when there is no such submission.
+        None when there is no such submission. A move to `resolved` sets
+        `resolved_at` (and `first_resolved_at` the first time); a move away
+        clears `resolved_at`.
         """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
@@ -556,13 +669,94 @@ class CentralStore(Database):
             submission_id, gateway_id, previous, previous_note, review_of = row
             changed = (status, note) != (previous, previous_note)
             if changed:
-                self.db.execute("UPDATE submissions SET status = ?, note = ?, updated_at = ? WHERE id = ?",
-                                [status, note, now, submission_id])
+                self._move(submission_id, previous, status, now, note=note)
                 self.db.execute("INSERT INTO updates (submission_id, gateway_id, ref, status, note, at) "
                                 "VALUES (?, ?, ?, ?, ?, ?)", [submission_id, gateway_id, ref, status, note, now])
+                self._history(submission_id, now, "status", status=status, note=note, who=who)
             if changed and previous == "review" and status != "review" and review_of:
                 also = review_of if self._tell_same_answer(review_of, now) else None
         return {**self.submission(ref), "changed": changed, "also_notified": also}
+
+    def _move(self, submission_id: str, previous: str, status: str, now: str, **columns) -> None:
+        """Set a submission's status (and `columns`) at `now`, keeping `resolved_at` and `first_resolved_at`."""
+        if status == "resolved" and previous != "resolved":
+            columns.update(resolved_at=now)
+            self.db.execute("UPDATE submissions SET first_resolved_at = ? WHERE id = ? AND first_resolved_at IS NULL",
+                            [now, submission_id])
+        elif status != "resolved":
+            columns.update(resolved_at=None)
+        sets = ", ".join(f"{name} = ?" for name in columns)
+        self.db.execute(f"UPDATE submissions SET status = ?, updated_at = ?, {sets} WHERE id = ?",
+                        [status, now, *columns.values(), submission_id])
+
+    def change(self, ref: str, status: str, note: str, who: str, expected: str | None = None) -> dict | None:
+        """`set_status` by staff `who` who saw the submission as it was at `expected` (its `updated_at`), with
+        a history row `sms` holding the notice the change sends (when the store has a notice renderer).
+
+        Raises `Changed` (and changes nothing) when it changed since `expected`. None when there is no such
+        submission.
+        """
+        ref = ref.upper()
+        with self.transaction():
+            self._check_unchanged(ref, expected)
+            row = self.set_status(ref, status, note, who)
+            if row is not None and row["changed"] and self.notice and status not in SILENT_STATUSES:
+                text = getattr(self.notice(row, status, row["note"] or ""), "text", None)
+                if text:
+                    self._history(row["id"], row["updated_at"], "sms", status=status, detail=text)
+        return row
+
+    def reassign(self, ref: str, agency: str, who: str, expected: str | None = None) -> dict | None:
+        """Give a submission to `agency` (staff `who`), recorded in its history; its gateway learns the agency
+        from a quiet update. Raises `Changed` as `change` does; None when there is no such submission.
+        Returns the submission with `changed` (False when it was the agency's already)."""
+        agency = agency.strip()
+        if not agency:
+            raise ValueError("agency must be non-empty text")
+        ref = ref.upper()
+        now = stamp(self.clock())
+        with self.transaction():
+            before = self._check_unchanged(ref, expected)
+            if before is None:
+                return None
+            changed = before["agency"] != agency
+            if changed:
+                self.db.execute("UPDATE submissions SET agency = ?, updated_at = ? WHERE id = ?",
+                                [agency, now, before["id"]])
+                self._history(before["id"], now, "assign", status=before["status"], who=who,
+                              detail=f"{before['agency']} -> {agency}")
+                self._quiet_update(before["id"], now)
+        return {**self.submission(ref), "changed": changed}
+
+    def _check_unchanged(self, ref: str, expected: str | None) -> dict | None:
+        """The submission `ref` (None when there is none); `Changed` when `expected` is given and is not its
+        `updated_at`."""
+        row = self.submission(ref)
+        if row is not None and expected is not None and expected != row["updated_at"]:
+            raise Changed(row, self.history(row["id"], after=expected))
+        return row
+
+    def _quiet_update(self, submission_id: str, now: str) -> None:
+        """Queue for a submission's gateway its status as it is, with no SMS (`protocol.QUIET`)."""
+        self.db.execute("INSERT INTO updates (submission_id, gateway_id, ref, status, note, at, notice) "
+                        "SELECT id, gateway_id, ref, status, note, ?, ? FROM submissions WHERE id = ?",
+                        [now, QUIET, submission_id])
+
+    def escalate_overdue(self, now: dt.datetime | None = None) -> int:
+        """Escalate, once, each submission whose deadline passed while its status is not final: `escalated_at`,
+        a history row `escalate` naming the agency whose supervisors now see it, and a quiet update that
+        tells its gateway it is overdue. Returns how many were escalated now."""
+        at = stamp(now or self.clock())
+        with self.transaction():
+            rows = self.db.execute(
+                f"SELECT id, status, agency FROM submissions WHERE due_at <= ? AND escalated_at IS NULL "
+                f"AND status NOT IN ({', '.join('?' * len(FINAL_STATUSES))}) ORDER BY due_at, id",
+                [at, *FINAL_STATUSES]).fetchall()
+            for submission_id, status, agency in rows:
+                self.db.execute("UPDATE submissions SET escalated_at = ? WHERE id = ?", [at, submission_id])
+                self._history(submission_id, at, "escalate", status=status, detail=agency)
+                self._quiet_update(submission_id, at)
+        return len(rows)
 
     def _tell_same_answer(self, ref: str, now: str) -> bool:
         """Queue for `ref`'s gateway an update of its own status and note that asks its phone to be told."""
@@ -572,17 +766,85 @@ class CentralStore(Database):
         return cursor.rowcount == 1
 
     def updates(self, gateway_id: str, since: int, limit: int | None = 500) -> list[dict]:
-        """Status changes of `gateway_id`'s submissions after cursor `since`, oldest first (all when `limit` is None)."""
+        """Status changes of `gateway_id`'s submissions after cursor `since`, oldest first (all when `limit` is None).
+
+        Each also carries the submission's `agency`, `due_at` and `overdue` as they are now.
+        """
+        now = stamp(self.clock())
         rows = self.db.execute(
-            "SELECT seq, submission_id, ref, status, note, at, notice FROM updates "
-            "WHERE gateway_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT u.seq, u.submission_id, u.ref, u.status, u.note, u.at, u.notice, s.agency, s.due_at, "
+            "s.status FROM updates u LEFT JOIN submissions s ON s.id = u.submission_id "
+            "WHERE u.gateway_id = ? AND u.seq > ? ORDER BY u.seq LIMIT ?",
             [gateway_id, since, -1 if limit is None else limit]).fetchall()
-        return [dict(zip(("seq", "id", "ref", "status", "note", "at", "notice"), row)) for row in rows]
+        return [{**dict(zip(("seq", "id", "ref", "status", "note", "at", "notice", "agency", "due_at"), row)),
+                 "overdue": _overdue(row[8], row[9], now)} for row in rows]
 
     def acks(self, gateway_id: str) -> list[str]:
         """Ids of every submission this gateway delivered: what it may mark synced."""
         rows = self.db.execute("SELECT id FROM submissions WHERE gateway_id = ? ORDER BY id", [gateway_id])
         return [row[0] for row in rows.fetchall()]
+
+    # -- "is it fixed?" -------------------------------------------------------------
+
+    def record_feedback(self, gateway_id: str, items: list) -> list[dict]:
+        """Villagers' answers to "is it fixed?" from `gateway_id` (`protocol.FEEDBACK`); answer each with its id
+        and result (`protocol.FEEDBACK_RESULTS`).
+
+        The first answer about a submission counts (`accepted`); another, or
+        the same one sent again, is a `duplicate`. One given more than
+        `rating_days` after the resolution, or about a submission not
+        resolved, is `late`: kept in the history (`late-feedback`), not
+        counted. "Fixed" sets `fixed` and the rating; "not fixed" sets the
+        status back to `in_progress` (`reopened` one more), with the
+        villager's words in the history and a quiet update to the gateway.
+        """
+        results = []
+        now = self.clock()
+        with self.transaction():
+            for item in items:
+                item_id = item.get("id") if isinstance(item, dict) else None
+                problem = _check_feedback(item)
+                if problem:
+                    results.append({"id": item_id, "result": "rejected", "reason": problem})
+                    continue
+                results.append({"id": item_id, "result": self._feedback(gateway_id, item, now)})
+        return results
+
+    def _feedback(self, gateway_id: str, item: dict, now: dt.datetime) -> str:
+        """Record one checked answer; its result."""
+        if self.db.execute("SELECT 1 FROM feedback WHERE id = ?", [item["id"]]).fetchone():
+            return "duplicate"
+        row = self.db.execute("SELECT id, status, resolved_at, rated_at FROM submissions WHERE id = ? AND ref = ? "
+                              "AND gateway_id = ?", [item["submission_id"], item["ref"], gateway_id]).fetchone()
+        if row is None:
+            return "unknown"
+        submission_id, status, resolved_at, rated_at = row
+        at = stamp(now)
+        answered = min(utc_stamp(item["at"]), at)
+        if rated_at:
+            result = "duplicate"
+        elif not resolved_at or answered > stamp(dt.datetime.fromisoformat(resolved_at)
+                                                  + dt.timedelta(days=self.rating_days)):
+            result = "late"
+        else:
+            result = "accepted"
+        self.db.execute("INSERT INTO feedback (id, submission_id, gateway_id, result, at) VALUES (?, ?, ?, ?, ?)",
+                        [item["id"], submission_id, gateway_id, result, at])
+        if result == "duplicate":
+            return result
+        words = " ".join(str(item.get("words") or "").split())[:MAX_WORDS] or None
+        fixed, rating = bool(item["fixed"]), item.get("rating")
+        if result == "accepted":
+            self.db.execute("UPDATE submissions SET fixed = ?, rating = ?, rated_at = ? WHERE id = ?",
+                            [int(fixed), rating, answered, submission_id])
+            if not fixed:
+                self._move(submission_id, status, "in_progress", at)
+                self.db.execute("UPDATE submissions SET reopened = reopened + 1 WHERE id = ?", [submission_id])
+                status = "in_progress"
+                self._quiet_update(submission_id, at)
+        self._history(submission_id, at, "feedback" if result == "accepted" else "late-feedback", status=status,
+                      note=words, who=VILLAGER, detail="fixed" if fixed else "not fixed", rating=rating)
+        return result
 
     # -- retention ----------------------------------------------------------------
 
@@ -615,6 +877,120 @@ class CentralStore(Database):
     def submission(self, ref: str) -> dict | None:
         rows = list(self.db["submissions"].rows_where("ref = ?", [ref]))
         return self._open(rows[0]) if rows else None
+
+    def submission_page(self, ref: str) -> dict | None:
+        """One submission (its reference in any case) opened, with `overdue` and its `history`, oldest first."""
+        row = self.submission(ref.strip().upper())
+        if row is None:
+            return None
+        return {**row, "history": self.history(row["id"])}
+
+    def history(self, submission_id: str, after: str | None = None) -> list[dict]:
+        """A submission's history rows (`HISTORY_KINDS`), oldest first; those later than `after` when given."""
+        cursor = self.db.execute("SELECT id, at, kind, status, note, who, detail, rating FROM history "
+                                 "WHERE submission_id = ? AND at > ? ORDER BY id", [submission_id, after or ""])
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def triage(self, *, service: str | None = None, status: str | None = None, village: str | None = None,
+               gateway: str | None = None, agency: str | None = None, overdue: bool | None = None,
+               since: str | None = None, until: str | None = None, changed_since: str | None = None,
+               changed_until: str | None = None, ref: str | None = None, order: str = "newest",
+               after: Cursor | None = None, limit: int = 50) -> tuple[list[dict], Cursor | None]:
+        """One page of the office's queue and where the next one starts (None on the last page).
+
+        Filters, all optional and combined: `service`, `status`, `village`
+        (by its digest, whatever its case and spacing), `gateway`, `agency`,
+        `overdue` (True: only those past their deadline with a status not
+        final; False: only the others), `since` <= created_at < `until` and
+        `changed_since` <= updated_at < `changed_until` (`stamp()`s), `ref`
+        (a reference, or its start, in any case). `order` "newest" lists by
+        created_at, newest first; "overdue" lists the overdue ones first, the
+        longest overdue first, then the others newest first. `after` is the
+        cursor an earlier page returned: rows that arrive meanwhile never
+        shift a page. Rows are opened as `submissions()`'s, with `overdue`.
+        ValueError for an unknown order, a malformed reference or cursor.
+        """
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}")
+        now = stamp(self.clock())
+        where, args = self._triage_filters(service, status, village, gateway, agency, since, until, changed_since,
+                                           changed_until, ref)
+        if order == "newest":
+            rows, more = self._keyset(where, args, _late(overdue, now), after, limit)
+            return [self._open_triage(row, now) for row in rows], more
+        return self._by_overdue(where, args, overdue, after, limit, now)
+
+    def _triage_filters(self, service, status, village, gateway, agency, since, until, changed_since,
+                        changed_until, ref) -> tuple[list[str], list]:
+        filters = {"service = ?": service, "status = ?": status, "gateway_id = ?": gateway, "agency = ?": agency,
+                   "village_digest = ?": self.village_digest(village) if village else None,
+                   "created_at >= ?": since, "created_at < ?": until, "updated_at >= ?": changed_since,
+                   "updated_at < ?": changed_until}
+        where = [clause for clause, value in filters.items() if value]
+        args = [value for value in filters.values() if value]
+        if ref:
+            start = ref.strip().upper()
+            if not re.fullmatch(r"[0-9A-Z]{1,8}", start):
+                raise ValueError("a reference is 1 to 8 letters and digits")
+            where.append("ref >= ? AND ref < ?")
+            args.extend([start, start + "~"])
+        return where, args
+
+    def _keyset(self, where: list[str], args: list, late: tuple[str, list] | None, after: Cursor | None,
+                limit: int) -> tuple[list[dict], Cursor | None]:
+        """Newest first (created_at, id), after `after`, with the overdue condition `late` when given."""
+        where, args = list(where), list(args)
+        if late:
+            where.append(late[0])
+            args.extend(late[1])
+        if after:
+            if len(after) != 2:
+                raise ValueError("not a cursor of this order")
+            where.append("(created_at, id) < (?, ?)")
+            args.extend(after)
+        rows = self._select(where, args, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (rows[-1]["created_at"], rows[-1]["id"]) if more else None
+
+    def _by_overdue(self, where: list[str], args: list, overdue: bool | None, after: Cursor | None, limit: int,
+                    now: str) -> tuple[list[dict], Cursor | None]:
+        """The overdue ones by deadline, oldest first, then (unless `overdue` asks only for those) the others
+        newest first. The cursor keeps the `now` of the first page, so that the two parts never shift."""
+        phase = "late"
+        if after:
+            if len(after) != 4 or after[0] not in ("late", "rest"):
+                raise ValueError("not a cursor of this order")
+            phase, now = after[0], utc_stamp(after[1])
+        rows: list[dict] = []
+        if phase == "late" and overdue is not False:
+            condition, values = _late(True, now)
+            late_where, late_args = [*where, condition], [*args, *values]
+            if after:
+                late_where.append("(due_at, id) > (?, ?)")
+                late_args.extend(after[2:])
+            cursor = self.db.execute(f"SELECT * FROM submissions WHERE {' AND '.join(late_where)} "
+                                     f"ORDER BY due_at, id LIMIT ?", [*late_args, limit + 1])
+            columns = [column[0] for column in cursor.description]
+            rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+            if len(rows) > limit:
+                rows = rows[:limit]
+                return [self._open_triage(r, now) for r in rows], ("late", now, rows[-1]["due_at"], rows[-1]["id"])
+            after = None
+        opened = [self._open_triage(r, now) for r in rows]
+        if overdue is True:
+            return opened, None
+        rest_after = after[2:] if after and after[2] else None
+        if len(rows) == limit:  # the overdue ones filled the page: the others start on the next one, if any
+            others, _ = self._keyset(where, args, _late(False, now), rest_after, 1)
+            return opened, ("rest", now, "", "") if others else None
+        rest, more = self._keyset(where, args, _late(False, now), rest_after, limit - len(rows))
+        return opened + [self._open_triage(r, now) for r in rest], ("rest", now, *more) if more else None
+
+    def _open_triage(self, row: dict, now: str) -> dict:
+        """`row` opened, `overdue` as at `now` (the list's own moment)."""
+        return {**self._open(row), "overdue": _overdue(row["due_at"], row["status"], now)}
 
     def submissions(self, *, status: str | None = None, service: str | None = None, village: str | None = None,
                     since: str | None = None, after: Key | None = None,
@@ -674,8 +1050,10 @@ class CentralStore(Database):
         return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     def _open(self, row: dict, personal: bool = True) -> dict:
-        """`row` with its answers opened, and unless `personal` is false its phone and place too (else None)."""
+        """`row` with its answers opened, and unless `personal` is false its phone and place too (else None);
+        with `overdue` (see `triage`)."""
         row = dict(row)
+        row["overdue"] = _overdue(row.get("due_at"), row["status"], stamp(self.clock()))
         # A NaN or Infinity stored before ingestion refused them reads as None: answers go out as JSON.
         row["answers"] = json.loads(self.sealer.open(row["answers"]), parse_constant=lambda _: None)
         row["phone"] = self.sealer.open(row["phone"]) if personal else None
@@ -688,12 +1066,72 @@ class CentralStore(Database):
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM submissions").fetchone()[0]
 
+    def performance_rows(self, since: str, until: str, *, places: bool = True) -> list[dict]:
+        """What service performance is computed from (`stats.py`), for the submissions created from `since`
+        up to (not including) `until`: service, category, agency, created_at, status, due_at,
+        first_resolved_at, reopened, fixed, rating, and `village`: with `places`, the place's name (one
+        opened per digest, so places that differ only in case and spacing are one; its spaces tidied), else None.
+        No answer and no phone is read."""
+        cursor = self.db.execute(
+            "SELECT service, category, agency, created_at, status, due_at, first_resolved_at, reopened, fixed, "
+            "rating, village_digest, village FROM submissions WHERE created_at >= ? AND created_at < ?",
+            [since, until])
+        names: dict[str, str] = {}
+        rows = []
+        for *figures, digest, sealed in cursor.fetchall():
+            if places and digest and sealed and digest not in names:
+                names[digest] = " ".join(self.sealer.open(sealed).split())
+            rows.append({**dict(zip(("service", "category", "agency", "created_at", "status", "due_at",
+                                     "first_resolved_at", "reopened", "fixed", "rating"), figures)),
+                         "village": names.get(digest) if places else None})
+        return rows
+
+
+def _overdue(due_at: str | None, status: str | None, now: str) -> bool:
+    """Whether a submission is overdue: its deadline passed while its status is not final."""
+    return bool(due_at) and due_at <= now and status not in FINAL_STATUSES
+
+
+def _late(overdue: bool | None, now: str) -> tuple[str, list] | None:
+    """The SQL condition (and its arguments) for overdue submissions at `now` (`overdue` True), the others
+    (False), or None for any."""
+    if overdue is None:
+        return None
+    finals = ", ".join("?" * len(FINAL_STATUSES))
+    condition = f"due_at <= ? AND status NOT IN ({finals})"
+    if overdue:
+        return condition, [now, *FINAL_STATUSES]
+    return f"NOT ({condition} AND due_at IS NOT NULL)", [now, *FINAL_STATUSES]
+
 
 def _prefixes() -> Iterator[str]:
     """Every possible reference prefix, in the order they are handed out."""
     for length in range(1, MAX_LENGTH - RANDOM_LENGTH + 1):
         for letters in itertools.product(PREFIX_ORDER, repeat=length):
             yield "".join(letters)
+
+
+def _check_feedback(item) -> str | None:
+    """Why a villager's answer (`protocol.FEEDBACK`) cannot be recorded, or None."""
+    if not isinstance(item, dict):
+        return "an answer must be an object"
+    for name in ("id", "submission_id", "ref", "at"):
+        if not isinstance(item.get(name), str) or not item[name]:
+            return f"{name} must be a non-empty string"
+    if not _ULID.match(item["id"]):
+        return "id must be a ULID"
+    if not isinstance(item.get("fixed"), bool):
+        return "fixed must be true or false"
+    rating = item.get("rating")
+    if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5):
+        return "rating must be a whole number from 1 to 5, or null"
+    if not isinstance(item.get("words") or "", str):
+        return "words must be text"
+    try:
+        utc_stamp(item["at"])
+    except ValueError:
+        return "at must be an ISO 8601 time"
+    return None
 
 
 def _check_item(item) -> str | None:
