@@ -297,3 +297,22 @@ async def test_office_review_queue_lists_held_registrations_with_their_reason(of
     assert REFS.findall(body) == [ref_for(2)]
     assert f"already registered in {ref_for(1)}" in body and f'href="/office/r/{ref_for(1)}"' in body
 
+
+
+async def test_office_overdue_requests_are_escalated_to_the_agencys_supervisors(office):
+    browser, thread, clock = office
+    await thread.call(lambda s: s.accounts.add("dewi", "supervisor", "dewi-password-1", "Dinas PU"))
+    await ingest(thread, [item(1), item(2, category="garbage")])  # roads go to Dinas PU, garbage elsewhere
+    clock.advance(hours=169)  # both past their deadline
+    assert await thread.call(lambda s: s.escalate_overdue()) == 2
+    await signed_in(browser, "sari")  # staff: no escalation banner
+    assert "escalated to you" not in (await browser.get("/office"))[1]
+    browser.http.cookie_jar.clear()
+    await browser.get("/office/login?lang=en")
+    assert (await browser.sign_in("dewi", "dewi-password-1"))[0] == 303
+    body = (await browser.get("/office"))[1].replace("&amp;", "&")
+    assert "1 requests of Dinas PU are past their deadline and were escalated to you" in body
+    link = re.search(r'href="(/office\?agency=Dinas\+PU&overdue=1&order=overdue)"', body).group(1)
+    assert REFS.findall((await browser.get(link))[1]) == [ref_for(1)]
+    await thread.call(lambda s: s.change(ref_for(1), "resolved", "", "dewi"))
+    assert "escalated to you" not in (await browser.get("/office"))[1]

@@ -43,6 +43,8 @@ from .store import HISTORY_KINDS, MAX_NOTE, CentralStore, Changed, Cursor
 PREFIX = "/office"
 TEMPLATES = Path(__file__).parent / "templates"
 PAGE = 50
+ESCALATED_TO = ("supervisor", "admin")
+"""The roles an agency's overdue requests are escalated to (`CentralStore.escalate_overdue`)."""
 """Requests per page of triage, and the most one bulk change takes."""
 VILLAGE_MAX = 80
 NAV = ((PREFIX, N_("web.office.nav.triage")), (f"{PREFIX}/review", N_("web.office.nav.review")),
@@ -228,7 +230,9 @@ async def triage_page(request: web.Request) -> web.Response:
         except ValueError:
             return render(request, "message.html", {"message": BAD_ADDRESS}, status=400)
     kept = _kept(typed)
+    escalated = await _escalated(request)
     return render(request, "office_triage.html", {
+        "escalated": escalated,
         "rows": [_row(request, row) for row in rows], "typed": typed, "reason": reason, "first_page": not request.query.get("after"),
         "services": [(code, form["title"]) for code, form in config.forms.items()],
         "statuses": [(status, f"status.{status}") for status in STATUSES],
@@ -236,6 +240,17 @@ async def triage_page(request: web.Request) -> web.Response:
         "orders": [(order, f"web.office.order.{order}") for order in ORDERS],
         "older": urlencode({**kept, "after": encode_cursor(more)}) if more else None,
         "newest": urlencode(kept), "export": urlencode(kept)}, status=400 if reason else 200)
+
+
+async def _escalated(request: web.Request) -> dict | None:
+    """For a supervisor of an agency: how many of its requests passed their deadline and went to its supervisors,
+    and the address of that queue, most overdue first; None for anyone else or when there are none."""
+    account = request[account_key]
+    if account["role"] not in ESCALATED_TO or not account["agency"]:
+        return None
+    count = await _thread(request).read(lambda s: s.escalated(account["agency"]))
+    query = urlencode({"agency": account["agency"], "overdue": "1", "order": "overdue"})
+    return {"count": count, "agency": account["agency"], "href": f"{PREFIX}?{query}"} if count else None
 
 
 @require("read")

@@ -742,6 +742,12 @@ class CentralStore(Database):
                         "SELECT id, gateway_id, ref, status, note, ?, ? FROM submissions WHERE id = ?",
                         [now, QUIET, submission_id])
 
+    def escalated(self, agency: str) -> int:
+        """How many of `agency`'s requests went to its supervisors (past their deadline) and are still open."""
+        return self.db.execute(
+            f"SELECT count(*) FROM submissions WHERE agency = ? AND escalated_at IS NOT NULL "
+            f"AND status NOT IN ({', '.join('?' * len(FINAL_STATUSES))})", [agency, *FINAL_STATUSES]).fetchone()[0]
+
     def escalate_overdue(self, now: dt.datetime | None = None) -> int:
         """Escalate, once, each submission whose deadline passed while its status is not final: `escalated_at`,
         a history row `escalate` naming the agency whose supervisors now see it, and a quiet update that
