@@ -34,7 +34,7 @@ from babel.support import NullTranslations
 
 from flows.catalog import N_
 from sync.errors import BatchFileError, SyncError
-from sync.pages import account_key, form, form_key, language, pages_key, render, require
+from sync.pages import account_key, form, form_key, language, pages_key, render, require, signed_in
 from sync.seal import mask_phone
 from sync.store import Store
 
@@ -302,6 +302,16 @@ def csrf_first(handler):
 
     @functools.wraps(handler)
     async def read_csrf(request: web.Request) -> web.StreamResponse:
+        # Nothing of the body is read for a stranger, nor a body larger than an upload may be: aiohttp's search
+        # for the first boundary would read any preamble, however long or slow.
+        if await signed_in(request) is None:
+            return await handler(request)  # `require` sends them to the sign-in page
+        if request.content_length is None:
+            raise web.HTTPLengthRequired(text="an upload needs a Content-Length")
+        if request.content_length > UPLOAD_LIMIT + CHUNK:
+            _ = _gettext(request)
+            return await _dashboard(request, _(N_("web.dashboard.answer.too_large")).format(
+                megabytes=UPLOAD_LIMIT // (1024 * 1024)), failed=True, status=413)
         if request.content_type == "multipart/form-data":
             token = b""
             try:

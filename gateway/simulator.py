@@ -25,6 +25,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import AsyncIterator
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -84,6 +85,17 @@ def setup_simulator(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/sms", sms_json)
     app.router.add_post(f"{PREFIX}/language", language_json)
     app.router.add_get(f"{PREFIX}/simulator.js", serve_script)
+
+
+def _refuse_other_sites(request: web.Request) -> None:
+    """403 for a post another web site's page made the browser send (the web phone has no sign-in, so no CSRF
+    token to check): a browser names the page's origin in `Origin` and says `Sec-Fetch-Site: cross-site`.
+    A client that is no browser (`kentongan simulate`) sends neither."""
+    origin = request.headers.get("Origin")
+    foreign = origin not in (None, "null") and urlsplit(origin).netloc != request.host
+    if foreign or request.headers.get("Sec-Fetch-Site") == "cross-site":
+        log.warning("web phone: a post from another site (%s) refused", ascii((origin or "")[:80]))
+        raise web.HTTPForbidden(text="the web phone takes posts from its own page only")
 
 
 async def http_context(app: web.Application) -> AsyncIterator[None]:
@@ -146,6 +158,7 @@ async def press(request: web.Request) -> web.StreamResponse:
 
     A form without `press` is Call/Send (Enter in a field); an unknown key changes nothing.
     """
+    _refuse_other_sites(request)
     fields = await form(request)
     handset = Handset.from_form(fields)
     key, reason = fields.get("press", "send"), None
@@ -240,6 +253,7 @@ async def sms_json(request: web.Request) -> web.Response:
 
 async def language_json(request: web.Request) -> web.Response:
     """`POST /simulator/language` (`phone`, `language`): the number's language, set as the language menu sets it."""
+    _refuse_other_sites(request)
     fields = await form(request)
     phone = _phone(fields.get("phone", ""))
     if phone is None:

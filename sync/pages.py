@@ -333,7 +333,7 @@ async def sign_in(request: web.Request) -> web.Response:
     name, password = fields.get("name", "").strip()[:100], fields.get("password", "")
     nxt = _next(request, fields.get("next", ""))
     store = pages.store(request)
-    locked, account = await store.call(lambda s: (s.accounts.locked_for(name), s.accounts.account(name)))
+    locked, account = await store.call(_attempt, name)
     if locked > 0:
         await store.call(lambda s: s.accounts.audit(_who(name, account), "login-failed", detail="locked"))
         return _login_page(request, cookie, name=name, nxt=nxt, reason=LOCKED, minutes=_minutes(locked), status=429)
@@ -355,11 +355,20 @@ def _who(name: str, account: dict | None) -> str:
     return account["name"] if account else "?"
 
 
-def _failed(store, name: str, account: dict | None) -> None:
+def _attempt(store, name: str) -> tuple[float, dict | None]:
+    """(seconds `name` is still locked out, its account): an attempt that is not locked out is counted as a
+    failure at once, in the same call, so that attempts already in flight cannot pass the lock-out together;
+    a success forgets it (`_succeeded`)."""
     with store.transaction():
-        store.accounts.record_failure(name)
-        store.accounts.audit(_who(name, account), "login-failed",
-                             detail="disabled" if account and account["disabled_at"] else "")
+        locked = store.accounts.locked_for(name)
+        if not locked:
+            store.accounts.record_failure(name)
+        return locked, store.accounts.account(name)
+
+
+def _failed(store, name: str, account: dict | None) -> None:
+    store.accounts.audit(_who(name, account), "login-failed",
+                         detail="disabled" if account and account["disabled_at"] else "")
 
 
 def _succeeded(store, name: str) -> tuple[str, str]:

@@ -270,6 +270,9 @@ class Store(Database):
                 "UPDATE submissions SET answers = ?, phone = ?, session_id = NULL, purged_at = ? "
                 "WHERE sync_state = 'synced' AND purged_at IS NULL AND created_at < ?",
                 [self.sealer.seal("{}"), self.sealer.seal(""), _stamp(now), _stamp(now - older_than)])
+            # What the villager said of the fix goes with the rest of what they told.
+            self.db.execute("UPDATE feedback SET words = ? WHERE submission_id IN "
+                            "(SELECT id FROM submissions WHERE purged_at = ?)", [self.sealer.seal(""), _stamp(now)])
         return cursor.rowcount
 
     def housekeep(self, *, sessions: dt.timedelta, inbound: dt.timedelta, personal: dt.timedelta,

@@ -154,11 +154,11 @@ async def test_office_request_page_shows_personal_fields_only_to_a_role_with_per
     status, body, _ = await browser.get(f"/office/r/{ref.lower()}")
     assert status == 200
     assert NIK not in body and "Siti Aminah" not in body and PHONE not in body
-    assert "+62812****890" in body and "Sukamaju" in body
+    assert "+62812****890" in body and "Sukamaju" not in body  # a voter's village is theirs: not published
     await browser.post("/office/logout", {"csrf": (await fields(browser, f"/office/r/{ref}"))["csrf"]})
     await signed_in(browser, "ani")
     _, body, _ = await browser.get(f"/office/r/{ref}")
-    assert NIK in body and "Siti Aminah" in body and PHONE in body
+    assert NIK in body and "Siti Aminah" in body and PHONE in body and "Sukamaju" in body
     audit = await thread.call(lambda s: s.accounts.audit_log())
     assert [(r["who"], r["target"]) for r in audit if r["action"] == "personal-view"] == [("ani", ref)]
     status, _, _ = await browser.get("/office/r/ZZZZZZ")
@@ -316,3 +316,27 @@ async def test_office_overdue_requests_are_escalated_to_the_agencys_supervisors(
     assert REFS.findall((await browser.get(link))[1]) == [ref_for(1)]
     await thread.call(lambda s: s.change(ref_for(1), "resolved", "", "dewi"))
     assert "escalated to you" not in (await browser.get("/office"))[1]
+
+
+async def test_office_a_villagers_own_words_are_sealed_and_shown_only_to_a_role_with_personal(office):
+    browser, thread, _ = office
+    await ingest(thread, [item(1)])
+    ref = ref_for(1)
+    words = "Pak Budi di RT 3 bilang belum"
+
+    def answer(store):
+        row = store.submission(ref)
+        store.change(ref, "resolved", "", "sari")
+        return store.record_feedback("desa-a", [{"id": str(ULID()), "submission_id": row["id"], "ref": ref,
+                                                 "fixed": False, "rating": 2, "words": words,
+                                                 "at": store.stamp(store.clock())}])
+
+    assert [r["result"] for r in await thread.call(answer)] == ["accepted"]
+    assert await thread.call(lambda s: s.db.execute("SELECT count(*) FROM history WHERE note LIKE '%Budi%'")
+                             .fetchone()[0]) == 0  # sealed at rest
+    await signed_in(browser, "sari")
+    body = (await browser.get(f"/office/r/{ref}"))[1]
+    assert words not in body and "not fixed" in body.lower()
+    browser.http.cookie_jar.clear()
+    await signed_in(browser, "ani")
+    assert words in (await browser.get(f"/office/r/{ref}"))[1]

@@ -4,6 +4,7 @@ Real servers on loopback ports (the gateway fixture; a central backend from `cre
 through the stores, a browser played by an aiohttp client with its own cookie jar.
 """
 
+import asyncio
 import logging
 import re
 
@@ -245,3 +246,19 @@ async def test_signin_unreadable_forms_are_4xx_without_an_error(kiosk, office, c
             assert 400 <= status < 500, (client.prefix, body[:20])
         assert (await client.get(f"{client.prefix}/audit?before=99999999999999999999"))[0] in (303, 400)
     assert not our_errors(caplog.records)
+
+
+async def test_signin_attempts_in_flight_together_cannot_pass_the_lock_out(tmp_path):
+    gateway = await Gateway(make_config(tmp_path / "var", web__login_per_minute=0)).start()
+    try:
+        await add(gateway.app[store_key], "ani", "operator")
+        browsers = [Browser(gateway.url, "/kiosk") for _ in range(20)]
+        tokens = await asyncio.gather(*(b.csrf() for b in browsers))
+        answers = await asyncio.gather(*(b.post("/kiosk/login", {"csrf": t, "name": "ani", "password": "wrong-pw-123",
+                                                                  "next": ""}) for b, t in zip(browsers, tokens)))
+        statuses = sorted(status for status, _, _ in answers)
+        assert statuses.count(401) == 5 and statuses.count(429) == 15  # LOCK_AFTER checks, never more
+        for browser in browsers:
+            await browser.close()
+    finally:
+        await gateway.stop()

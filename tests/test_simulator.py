@@ -172,3 +172,17 @@ async def test_cli_simulate_lang_needs_the_simulator(gateway):
     out, err = await asyncio.wait_for(process.communicate(b""), 60)
     assert process.returncode == 2 and out == b""
     assert err.decode().startswith("kentongan: cannot set the language:") and len(err.splitlines()) == 1
+
+
+async def test_simulator_refuses_posts_another_site_made_the_browser_send(phone_gateway):
+    gw = phone_gateway
+    fields = {"phone": PHONE, "language": "en", "entry": "*384*1#", "press": "send"}
+    for headers in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        status, body, _ = await gw.post("/simulator", fields, headers=headers)
+        assert status == 403 and "its own page only" in body
+        status, _, _ = await gw.post("/simulator/language", {"phone": PHONE, "language": "sw"}, headers=headers)
+        assert status == 403
+    assert await gw.app[store_key].call(lambda s: (s.language(PHONE), s.counts()["submissions"]["total"])) == \
+        (None, 0)
+    status, _, _ = await gw.post("/simulator", fields, headers={"Origin": gw.url, "Accept": "application/json"})
+    assert status == 200  # its own page

@@ -87,3 +87,34 @@ def test_stats_period_defaults_to_the_last_30_days_and_refuses_bad_dates():
         with pytest.raises(PeriodError) as refused:
             period(typed_from, typed_to, today)
         assert refused.value.args[0] == reason
+
+
+async def test_stats_public_work_is_bounded_per_period_and_per_address(tmp_path):
+    from aiohttp import ClientSession
+
+    from conftest import served
+    from sync.central import CentralConfig, create_central_app
+    from sync.central.app import central_store_key
+    from sync.central.stats_pages import PUBLIC_PER_MINUTE
+    from test_sync import STAFF, forms
+
+    app = create_central_app(CentralConfig(tmp_path / "central", STAFF, forms()))
+    async with served(app) as url, ClientSession() as http:
+        reads = []
+        thread = app[central_store_key]
+        real_read = thread.read
+
+        async def counted(fn, *args):
+            reads.append(fn)
+            return await real_read(fn, *args)
+
+        thread.read = counted
+        for _ in range(5):  # the same period again and again: read once
+            async with http.get(url + "/public.json") as response:
+                assert response.status == 200
+        assert len(reads) == 1
+        statuses = []
+        for day in range(1, PUBLIC_PER_MINUTE + 3):  # one new period after another
+            async with http.get(url + f"/public.json?from=2026-01-{day:02d}&to=2026-02-01") as response:
+                statuses.append(response.status)
+        assert statuses.count(429) == 3 and len(reads) == PUBLIC_PER_MINUTE

@@ -81,7 +81,7 @@ from .keys import body_limits_key, central_config_key, central_store_key
 from .limits import RateLimits
 from .open311 import OPEN311_BODY_LIMIT, create_request, setup_open311
 from .pages import setup_office
-from .service import not_personal
+from .service import not_personal, place_shown
 from .store import MAX_NOTE, ORDERS, Changed, CentralStore, Cursor, NoPrefix, utc_stamp
 
 log = logging.getLogger(__name__)
@@ -461,6 +461,7 @@ def _public(row: dict, caller: Caller, forms) -> dict:
         shown["phone"] = mask_phone(row["phone"]) if row["phone"] else ""
         shown["answers"] = {name: value for name, value in row["answers"].items() if name in allowed}
     return shown
+        shown["village"] = place_shown(forms.get(row["service"]), row["village"], False)
 
 
 def _shown(store: CentralStore, rows: list[dict], caller: Caller) -> None:

@@ -78,8 +78,10 @@ class CentralConfig:
     def __post_init__(self) -> None:
         # Frozen all the way down: a caller's dicts cannot change the running backend.
         object.__setattr__(self, "data_dir", Path(self.data_dir))
-        object.__setattr__(self, "forms", MappingProxyType(dict(self.forms)))
         object.__setattr__(self, "open311_services", tuple(self.open311_services))
+        # A form says whether Open311 publishes it: only then are its place and description not personal.
+        object.__setattr__(self, "forms", MappingProxyType({
+            code: {**form, "published": code in self.open311_services} for code, form in self.forms.items()}))
         object.__setattr__(self, "gateways", MappingProxyType(dict(self.gateways)))
         object.__setattr__(self, "prefixes", MappingProxyType(dict(self.prefixes)))
         if self.agency and self.default_agency == DEFAULT_AGENCY:  # `agency`: what Open311 named before routing

@@ -23,6 +23,7 @@ from typing import Mapping
 from aiohttp import web
 
 from ..thread import StoreThread
+from .service import place_shown
 from .store import CentralStore
 
 CHUNK = 250
@@ -63,8 +64,9 @@ def _first_choice(form: dict) -> dict | None:
     return next((question for question in form["questions"] if question["kind"] == "choice"), None)
 
 
-def _line(row: dict, names: list[str], personal: bool, allowed: frozenset[str]) -> list[str]:
-    cells = [row["ref"], row["service"], row.get("category"), row.get("village"), row.get("agency"), row["status"],
+def _line(row: dict, names: list[str], personal: bool, allowed: frozenset[str], form: dict | None) -> list[str]:
+    place = place_shown(form, row.get("village"), personal)
+    cells = [row["ref"], row["service"], row.get("category"), place, row.get("agency"), row["status"],
              row["created_at"], row.get("due_at"), row.get("resolved_at"), _flag(row.get("overdue")),
              row.get("reopened"), _flag(row.get("fixed")), row.get("rating"), row["gateway_id"], row["channel"]]
     if personal:
@@ -102,7 +104,8 @@ async def stream_csv(request: web.Request, thread: StoreThread, filters: dict, f
     after = None
     while True:
         rows, after = await thread.read(lambda s: s.triage(**filters, after=after, limit=CHUNK))
-        lines = [_line(row, names, personal, allowed.get(row["service"], frozenset())) for row in rows]
+        lines = [_line(row, names, personal, allowed.get(row["service"], frozenset()), forms.get(row["service"]))
+                 for row in rows]
         await response.write(_csv(lines).encode("utf-8"))
         if after is None:
             break

@@ -35,10 +35,10 @@ from ..protocol import SILENT_STATUSES, STATUSES
 from ..reference import ALPHABET, MAX_LENGTH
 from ..seal import mask_phone
 from .keys import body_limits_key, central_config_key
-from .service import not_personal
+from .service import not_personal, place_shown
 from .export import stream_csv
 from .stats_pages import setup_stats
-from .store import HISTORY_KINDS, MAX_NOTE, CentralStore, Changed, Cursor
+from .store import HISTORY_KINDS, MAX_NOTE, VILLAGER_KINDS, CentralStore, Changed, Cursor
 
 PREFIX = "/office"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -127,7 +127,9 @@ def _category(form: dict | None, value: str | None) -> str:
 def _row(request: web.Request, row: dict) -> dict:
     """A request as triage shows it: its words and times in the request's language."""
     forms, lang = _config(request).forms, language(request)
-    return {**row, "title": _title(forms, row["service"]), "status_word": f"status.{row['status']}",
+    personal = "personal" in request[account_key]["permissions"]
+    return {**row, "village": place_shown(forms.get(row["service"]), row.get("village"), personal),
+            "title": _title(forms, row["service"]), "status_word": f"status.{row['status']}",
             "category_word": _category(forms.get(row["service"]), row.get("category")),
             "received": _when(row["created_at"], lang), "due": _when(row.get("due_at"), lang)}
 
@@ -294,8 +296,11 @@ def _answers(form: dict | None, row: dict, personal: bool) -> list[tuple[str, st
 
 def _history(request: web.Request, items: list[dict]) -> list[dict]:
     lang = language(request)
+    """The history to show; the villager's own words only to a role that may see personal fields."""
     return [{**item, "word": HISTORY.get(item["kind"], item["kind"]), "when": _when(item["at"], lang),
+    personal = "personal" in request[account_key]["permissions"]
              "status_word": f"status.{item['status']}" if item["kind"] == "status" and item["status"] else ""}
+             "note": item["note"] if personal or item["kind"] not in VILLAGER_KINDS else None,
             for item in items]
 
 

@@ -65,11 +65,18 @@ def _service(code: str, form: dict) -> dict:
 
 
 def not_personal(form: dict | None) -> frozenset[str]:
-    """The answers of `form` that a role without `personal` may see: those chosen from a list, and the place
-    and description (what Open311 publishes anyway). Typed answers such as a NIK, a name, a birth date or a
-    business name are personal; so is any answer the form does not describe."""
+    """The answers of `form` that a role without `personal` may see: those chosen from a list, and, for a
+    form Open311 publishes (`published`), its place and description, which are public anyway. Typed answers
+    such as a NIK, a name, a birth date, a business name or a voter's village are personal; so is any answer
+    the form does not describe."""
     if form is None:
         return frozenset()
+    public = (form.get("address"), form.get("description")) if form.get("published") else ()
     return frozenset(question["answer"] for question in form["questions"]
-                     if question["kind"] == "choice" or question["answer"] in (form.get("address"),
-                                                                                form.get("description")))
+                     if question["kind"] == "choice" or question["answer"] in public)
+
+
+def place_shown(form: dict | None, place: str | None, personal: bool) -> str | None:
+    """The place (`village`) as a role sees it: whole with `personal` or when the form is published, else
+    nothing: the place a villager typed for a registration or a permit is theirs."""
+    return place if personal or (form or {}).get("published") else None

@@ -19,6 +19,9 @@ import csv
 import datetime as dt
 import io
 import json
+import math
+import time
+from collections import OrderedDict
 from decimal import Decimal
 from html import escape
 from urllib.parse import urlencode
@@ -29,6 +32,7 @@ from babel.support import NullTranslations
 from markupsafe import Markup
 
 from ..database import stamp
+from ..limits import RateLimiter
 from ..pages import N_, language, pages_key, render, require
 from .keys import central_config_key
 from .stats import FIGURES, GROUPS, PUBLIC_GROUPS, PeriodError, performance, period, plain
@@ -58,11 +62,15 @@ CHART_DESC = N_("web.stats.chart_desc")
 CSV_RISKY = ("=", "+", "-", "@", "\t", "\r")
 """How a cell a spreadsheet would run as a formula begins; such a cell is sent with a leading `'`."""
 
+PUBLIC_SECONDS = 300.0
+PUBLIC_KEPT = 32
+PUBLIC_PER_MINUTE = 20
 ROW = 58
 WIDTH = 320
 
 
 def setup_stats(app: web.Application) -> None:
+    app[public_key] = PublicFigures()
     for path, handler in ((OFFICE_PATH, office_stats), (f"{OFFICE_PATH}.json", office_json),
                           (f"{OFFICE_PATH}.csv", office_csv), (PUBLIC_PATH, public_stats),
                           (f"{PUBLIC_PATH}.json", public_json), (f"{PUBLIC_PATH}.csv", public_csv)):
@@ -84,7 +92,41 @@ def _read(store, typed: dict[str, str], groups: tuple[str, ...]):
 
 
 async def _figures(request: web.Request, groups: tuple[str, ...]):
-    return await request.app[pages_key].store(request).read(_read, _typed(request), groups)
+    if groups != PUBLIC_GROUPS:
+        return await request.app[pages_key].store(request).read(_read, _typed(request), groups)
+    return await request.app[public_key].figures(request)
+
+
+class PublicFigures:
+    """What `/public` costs anyone who asks: a period's figures are worked out once per PUBLIC_SECONDS and kept
+    for at most PUBLIC_KEPT periods, and an address may ask for at most PUBLIC_PER_MINUTE periods not kept
+    (429 beyond): no stranger can keep the reading threads busy with one year after another."""
+
+    def __init__(self) -> None:
+        self.kept: OrderedDict[tuple, tuple[float, object]] = OrderedDict()
+        self.misses = RateLimiter("public periods per address", PUBLIC_PER_MINUTE, 60.0)
+
+    async def figures(self, request: web.Request):
+        typed = _typed(request)
+        thread = request.app[pages_key].store(request)
+        key = (typed["from"], typed["to"], thread.store.clock().astimezone(dt.timezone.utc).date())
+        found = self.kept.get(key)
+        if found is not None and time.monotonic() - found[0] < PUBLIC_SECONDS:
+            return found[1]
+        verdict = self.misses.hit(request.remote or "?")
+        if not verdict.allowed:
+            seconds = max(1, math.ceil(verdict.retry_after))
+            raise web.HTTPTooManyRequests(text=f"too many periods asked from this address; retry in {seconds} s",
+                                          headers={"Retry-After": str(seconds)})
+        result = await thread.read(_read, typed, PUBLIC_GROUPS)
+        self.kept[key] = (time.monotonic(), result)
+        self.kept.move_to_end(key)
+        while len(self.kept) > PUBLIC_KEPT:
+            self.kept.popitem(last=False)
+        return result
+
+
+public_key = web.AppKey("public_figures", PublicFigures)
 
 
 def _forms(request: web.Request) -> dict:

@@ -81,6 +81,9 @@ RATING_DAYS = 14
 ORDERS = ("newest", "overdue")
 MAX_CATEGORY = 40
 HISTORY_KINDS = ("received", "status", "assign", "escalate", "feedback", "late-feedback", "sms")
+VILLAGER_KINDS = ("feedback", "late-feedback")
+"""History rows whose note is the villager's own words: sealed at rest, shown only to roles with `personal`,
+erased with the rest of what the villager told."""
 """What a history row records: arrival; a status change (status, note, who; `detail` the review reason
 when the centre held it); a reassignment (`detail` "old -> new", who); the deadline passed (`detail` the
 agency whose supervisors it went to); the villager's answer to "is it fixed?" (`detail` "fixed" or
@@ -848,8 +851,10 @@ class CentralStore(Database):
                 self.db.execute("UPDATE submissions SET reopened = reopened + 1 WHERE id = ?", [submission_id])
                 status = "in_progress"
                 self._quiet_update(submission_id, at)
+        # The villager's own words may name someone: sealed like every answer they typed.
         self._history(submission_id, at, "feedback" if result == "accepted" else "late-feedback", status=status,
-                      note=words, who=VILLAGER, detail="fixed" if fixed else "not fixed", rating=rating)
+                      note=self.sealer.seal(words) if words else None, who=VILLAGER,
+                      detail="fixed" if fixed else "not fixed", rating=rating)
         return result
 
     # -- retention ----------------------------------------------------------------
@@ -874,6 +879,9 @@ class CentralStore(Database):
                 f"AND status IN ({', '.join('?' * len(FINAL_STATUSES))}) AND updated_at < ?",
                 [self.sealer.seal("{}"), self.sealer.seal(""), stamp(now), *FINAL_STATUSES,
                  stamp(now - older_than)]).rowcount
+            self.db.execute(f"UPDATE history SET note = NULL WHERE kind IN ({', '.join('?' * len(VILLAGER_KINDS))}) "
+                            f"AND submission_id IN (SELECT id FROM submissions WHERE purged_at = ?)",
+                            [*VILLAGER_KINDS, stamp(now)])
         if erased:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return erased
@@ -896,7 +904,11 @@ class CentralStore(Database):
         cursor = self.db.execute("SELECT id, at, kind, status, note, who, detail, rating FROM history "
                                  "WHERE submission_id = ? AND at > ? ORDER BY id", [submission_id, after or ""])
         columns = [column[0] for column in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+        rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+        for row in rows:
+            if row["kind"] in VILLAGER_KINDS and row["note"]:
+                row["note"] = self.sealer.open(row["note"])
+        return rows
 
     def triage(self, *, service: str | None = None, status: str | None = None, village: str | None = None,
                gateway: str | None = None, agency: str | None = None, overdue: bool | None = None,
