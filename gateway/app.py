@@ -25,6 +25,7 @@ from sync.limits import RateLimiter
 from .central import central_config
 from .config import SETTINGS, Config
 from .log import client_error_logger
+from .metrics import setup_metrics
 from .pages import page_settings, setup_kiosk
 from .resources import (Rules, clock_key, config_key, engine_key, housekeep, in_background, keywords_key,
                         load_engine, rules_key, store_context, store_key)
@@ -65,6 +66,7 @@ def create_app(config: Config, clock: Clock = utc_now, engine: Engine | None = N
     app.cleanup_ctx.append(sender_context)
     app.cleanup_ctx.append(syncer_context)
     app.cleanup_ctx.append(housekeeping_context)
+    setup_metrics(app, app[wrong_keys_key])
     setup_routes(app)
     return app
 

@@ -130,6 +130,8 @@ class Sender:
         self._max_attempts = max_attempts
         self._retry_seconds = retry_seconds
         self._wake = asyncio.Event()
+        self.accepted = 0
+        """Messages the provider took since the start (`/metrics`)."""
         # The SDK blocks for up to its timeout: one thread of its own keeps it off the loop.
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sms")
 
@@ -176,6 +178,7 @@ class Sender:
             return
         if outcome.accepted:
             await self._store.call(lambda store: store.outbox.sent(claim["id"], outcome.provider_id, outcome.status))
+            self.accepted += 1
             log.info("SMS %s to %s: %s", claim["send_id"], mask_phone(claim["to"]), outcome.status)
         elif outcome.permanent:
             await self._store.call(lambda store: store.outbox.give_up(claim["id"], outcome.status))

@@ -24,6 +24,7 @@ backend knows this gateway by; a round keeps it for `kentongan status`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import logging
 import random
@@ -163,6 +164,8 @@ class Syncer:
         self.batch_size = batch_size
         self.timeout = timeout
         self.on_notices = on_notices
+        self.results: collections.Counter[str] = collections.Counter()
+        """Submissions pushed since the start, by the central backend's answer (`/metrics`)."""
         self.lock = asyncio.Lock()
         """One round at a time: the timer's and an operator's Sync now never push the same items twice."""
 
@@ -219,6 +222,7 @@ class Syncer:
                 raise
             finally:
                 summary.seconds = time.monotonic() - began
+                self.results.update(accepted=summary.accepted, duplicate=summary.duplicate, rejected=summary.rejected)
                 if summary.notices:
                     self.on_notices()
         await self.store.call(_record_success, summary.prefix)

@@ -16,6 +16,7 @@ turn confirms one), commit, then answer.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -25,7 +26,7 @@ from sync.limits import Verdict
 from sync.reference import normalize_reference
 from sync.store import Store
 
-from . import funnel, turn
+from . import funnel, metrics, turn
 from .callback import BadCallback, e164, printable, read_form, refuse, require
 from .log import mask_phone
 from .resources import Limits, Rules, engine_key, limits_key, rules_key, sender_key, store_key
@@ -82,7 +83,8 @@ def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, limits: Limi
         if saved is None and limits is not None:
             verdict = limits.ussd_sessions.hit(store.phone_digest(hop.phone))
             if not verdict.allowed:
-                return _refused(store, engine, rules, hop, limits.ussd_sessions.limit, verdict)
+                return metrics.Answer(_refused(store, engine, rules, hop, limits.ussd_sessions.limit, verdict),
+                                      "refused")
         if saved is None:
             step = _first_turn(store, engine, rules, hop, ctx)
         elif saved["done"] or hop.text == saved["history"]:
@@ -115,7 +117,7 @@ def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, limits: Limi
         funnel.record(store, hop.session_id, saved and saved["state"], step)
     log.debug("ussd %s %s: %s/%s%s", hop.session_id, mask_phone(hop.phone), step.session["flow"],
               step.session["screen"], " (end)" if step.done else "")
-    return body
+    return metrics.Answer(body, metrics.screen_kind(engine, step.session), started=saved is None, ended=step.done)
 
 
 def _refused(store: Store, engine: Engine, rules: Rules, hop: Hop, limit: int, verdict: Verdict) -> str:
@@ -159,6 +161,7 @@ def _first_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, ctx: Conte
 
 
 async def ussd_callback(request: web.Request) -> web.Response:
+    began = time.perf_counter()
     try:
         hop = parse_hop(await read_form(request))
         store = request.app[store_key]
@@ -168,4 +171,5 @@ async def ussd_callback(request: web.Request) -> web.Response:
         raise refuse(request, error) from None
     if body.startswith("END "):
         request.app[sender_key].wake()
+    request.app[metrics.metrics_key].observe(body, time.perf_counter() - began)
     return web.Response(text=body, content_type="text/plain")

@@ -435,6 +435,24 @@ class Store(Database):
         ).fetchone()
         return dict(zip(_STATUS_KEYS, row)) if row else None
 
+    def figures_between(self, marks: dict[str, str], until: str, dropped_until: str,
+                        final_states: tuple[str, ...]) -> dict:
+        """What the metrics count since their last look (`marks`, stamps) up to `until`: submissions by
+        (service, channel), SMS that reached one of `final_states` by state, funnel sessions left unended and
+        idle up to `dropped_until`; and the oldest pending submission's creation (`oldest_pending`)."""
+        submissions = {(service, channel): count for service, channel, count in self.db.execute(
+            "SELECT service, channel, count(*) FROM submissions WHERE created_at >= ? AND created_at < ? "
+            "GROUP BY service, channel", [marks["submissions"], until]).fetchall()}
+        final_sms = dict(self.db.execute(
+            f"SELECT state, count(*) FROM outbox WHERE state IN ({', '.join('?' * len(final_states))}) "
+            "AND updated_at >= ? AND updated_at < ? GROUP BY state", [*final_states, marks["sms"], until]).fetchall())
+        first_day = (dt.datetime.fromisoformat(marks["dropped"]) - dt.timedelta(days=1)).date().isoformat()
+        dropped = self.db.execute(
+            "SELECT count(*) FROM funnel_sessions WHERE day >= ? AND ended = 0 AND updated_at >= ? AND updated_at < ?",
+            [first_day, marks["dropped"], dropped_until]).fetchone()[0]
+        oldest = self.db.execute("SELECT min(created_at) FROM submissions WHERE sync_state = 'pending'").fetchone()[0]
+        return {"submissions": submissions, "final_sms": final_sms, "dropped": dropped, "oldest_pending": oldest}
+
     def refused(self, limit: int) -> list[dict]:
         """The latest submissions the central backend refused (`ref`, `reason`, `at`), newest first."""
         rows = self.db.execute("SELECT ref, sync_reason, updated_at FROM submissions WHERE sync_state = 'rejected' "

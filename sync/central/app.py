@@ -76,6 +76,7 @@ from ..protocol import (BATCH_PATH, FEEDBACK, GATEWAY, REFUSAL, SILENT_STATUSES,
                         batch_bytes, check_request, decode_batch, loads, sign_answer)
 from ..seal import mask_phone
 from ..thread import StoreThread
+from . import metrics
 from .config import CentralConfig
 from .keys import body_limits_key, central_config_key, central_store_key
 from .limits import RateLimits
@@ -126,6 +127,7 @@ def create_central_app(config: CentralConfig, pages: PageSettings = PageSettings
     setup_open311(app, config, central_store_key)
     app.cleanup_ctx.append(store_context)
     setup_routes(app)
+    metrics.setup_metrics(app, lambda: {**limits.counts(), "staff_tokens": app[staff_gate_key].wrong_tokens.refused})
     setup_office(app, pages, central_store_key)
     return app
 
@@ -352,6 +354,7 @@ async def receive_batch(request: web.Request) -> web.Response:
         results, feedback_results = await request.app[central_store_key].call(store_batch)
     except NoPrefix as error:
         raise _refuse("no-prefix", str(error), web.HTTPForbidden) from None
+    metrics.ingested(request.app, results)
     accepted = sum(r["result"] == "accepted" for r in results)
     log.info("batch from %s: %d items, %d new", gateway_id, len(results), accepted)
     answer = {"results": results, "prefix": gateway["prefix"]}
@@ -458,10 +461,10 @@ def _public(row: dict, caller: Caller, forms) -> dict:
                                        "fixed", "rating")}
     if "personal" not in caller.permissions:
         allowed = not_personal(forms.get(row["service"]))
+        shown["village"] = place_shown(forms.get(row["service"]), row["village"], False)
         shown["phone"] = mask_phone(row["phone"]) if row["phone"] else ""
         shown["answers"] = {name: value for name, value in row["answers"].items() if name in allowed}
     return shown
-        shown["village"] = place_shown(forms.get(row["service"]), row["village"], False)
 
 
 def _shown(store: CentralStore, rows: list[dict], caller: Caller) -> None:
@@ -607,6 +610,7 @@ async def change_submission(request: web.Request) -> web.Response:
                                   "changes": [_event(event, caller) for event in changed.history]}, status=409)
     if row is None:
         raise web.HTTPNotFound(text=f"no submission {ref}")
+    metrics.staff_changed(request.app, status)
     return web.json_response({**_public(row, caller, forms),
                               "sms": _sms(request.app[central_config_key], row), "also_notified": row["also_notified"]})
 

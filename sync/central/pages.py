@@ -34,6 +34,7 @@ from ..pages import (BAD_ADDRESS, N_, FORM_BODY_LIMIT, PageSettings, account_key
 from ..protocol import SILENT_STATUSES, STATUSES
 from ..reference import ALPHABET, MAX_LENGTH
 from ..seal import mask_phone
+from . import metrics
 from .keys import body_limits_key, central_config_key
 from .service import not_personal, place_shown
 from .export import stream_csv
@@ -295,12 +296,12 @@ def _answers(form: dict | None, row: dict, personal: bool) -> list[tuple[str, st
 
 
 def _history(request: web.Request, items: list[dict]) -> list[dict]:
-    lang = language(request)
     """The history to show; the villager's own words only to a role that may see personal fields."""
-    return [{**item, "word": HISTORY.get(item["kind"], item["kind"]), "when": _when(item["at"], lang),
+    lang = language(request)
     personal = "personal" in request[account_key]["permissions"]
-             "status_word": f"status.{item['status']}" if item["kind"] == "status" and item["status"] else ""}
+    return [{**item, "word": HISTORY.get(item["kind"], item["kind"]), "when": _when(item["at"], lang),
              "note": item["note"] if personal or item["kind"] not in VILLAGER_KINDS else None,
+             "status_word": f"status.{item['status']}" if item["kind"] == "status" and item["status"] else ""}
             for item in items]
 
 
@@ -398,6 +399,7 @@ async def change_status(request: web.Request) -> web.Response:
         await _thread(request).call(change)
     except Changed:
         return _stale(request, await _open(request, ref), typed)
+    metrics.staff_changed(request.app, typed["status"])
     raise web.HTTPSeeOther(f"{PREFIX}/r/{ref}?done=status")
 
 
@@ -507,5 +509,6 @@ async def bulk_change(request: web.Request) -> web.Response:
         return changed, skipped
 
     changed, skipped = await _thread(request).call(apply)
+    metrics.staff_changed(request.app, typed["status"], len(changed))
     return render(request, "office_bulk_done.html", {"changed": changed, "skipped": skipped,
                                                      "status_word": f"status.{typed['status']}"})
