@@ -40,6 +40,7 @@ from flows import Engine
 from sync import batchfile
 from sync.client import SyncClient
 from sync.errors import BatchFileError, LinkError, Refused, SyncError
+from sync.protocol import FEEDBACK, FEEDBACK_ACKS
 from sync.store import Store
 from sync.thread import StoreThread
 
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 3600.0
 EXPORT_PAGE = 1000
+EXPORT_FEEDBACK = 100_000
+"""Answers to "is it fixed?" one batch file carries at most (one per resolved submission)."""
 AGENCY_LIMIT = 80
 """Characters of an agency's name kept: a status line has room for no more."""
 REFUSED_RETRY_SECONDS = 3600.0
@@ -121,7 +124,8 @@ def keep_deadline(store: Store, update: dict) -> None:
 
 
 def export_file(store: Store, gateway_id: str, secret: str, path: str | Path) -> tuple[int, int]:
-    """Write every unsynced submission into one sealed batch file; return (submissions, bytes).
+    """Write every unsynced submission, and the villagers' unsynced answers to "is it fixed?", into one sealed
+    batch file; return (submissions, bytes).
 
     They stay pending until the central backend's answer file is imported.
     """
@@ -129,8 +133,9 @@ def export_file(store: Store, gateway_id: str, secret: str, path: str | Path) ->
     while batch := store.pending_submissions(EXPORT_PAGE, after):
         items += batch
         after = batch[-1]["id"]
+    feedback = store.pending_feedback(EXPORT_FEEDBACK)
     try:
-        size = batchfile.write(path, "submissions", gateway_id, secret, {"items": items})
+        size = batchfile.write(path, "submissions", gateway_id, secret, {"items": items, FEEDBACK: feedback})
     except OSError as error:
         raise BatchFileError(f"cannot write {path}: {error.strerror}") from None
     return len(items), size
@@ -144,10 +149,12 @@ def import_file(store: Store, engine: Engine, rules: Rules, gateway_id: str, sec
     """
     payload = batchfile.read(path, "updates", gateway_id, secret)
     acks, updates = payload.get("acks", []), payload.get("updates", [])
-    if not isinstance(acks, list) or not isinstance(updates, list):
+    answered = payload.get(FEEDBACK_ACKS, [])
+    if not isinstance(acks, list) or not isinstance(updates, list) or not isinstance(answered, list):
         raise BatchFileError(f"{path} has a malformed payload")
     with store.transaction():
         tally = store.mark_synced([{"id": i, "result": "accepted"} for i in acks if isinstance(i, str)])
+        store.mark_feedback_synced([{"id": i, "result": "accepted"} for i in answered if isinstance(i, str)])
         applied = apply_updates(store, engine, rules, updates)
     return tally["accepted"], applied
 

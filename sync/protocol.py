@@ -65,6 +65,9 @@ until staff decide.
 """
 
 FEEDBACK = "feedback"
+FEEDBACK_ACKS = "feedback_acks"
+"""In the central backend's answer file: the ids of the gateway's answers it has recorded (any result), which
+the gateway sends no more (a batch file has no per-request answer to carry `feedback_results`)."""
 FEEDBACK_RESULTS = ("accepted", "duplicate", "late", "unknown", "rejected")
 """What the central backend made of a villager's answer: counted; a second answer about one submission (or
 the same answer again); answered more than `central.rating_days` after the resolution, kept but not counted;

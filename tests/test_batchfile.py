@@ -287,3 +287,38 @@ def test_batchfile_a_nik_registered_at_two_gateways_is_held_for_review_and_the_i
     assert second.stdout.strip().splitlines() == [
         "1 submissions from desa-2: 1 new, 0 already there, 0 rejected",
         f"  held for review {refs[1]}: nik already registered in {refs[0]}"]
+
+
+def test_batchfile_carries_a_villagers_not_fixed_to_the_centre_and_its_acknowledgement_back(homes, tmp_path):
+    gateway, central = homes
+    (ref,) = submit(gateway, 1)
+    assert kentongan(gateway, "export", str(tmp_path / "out.kbf")).returncode == 0
+    assert kentongan(central, "central", "import", str(tmp_path / "out.kbf")).returncode == 0
+    store = CentralStore.open(central)
+    store.set_status(ref, "resolved", "Sudah diperbaiki")
+    store.close()
+    assert kentongan(central, "central", "export-updates", "--gateway", "desa-1", str(tmp_path / "back.kbf"))\
+        .returncode == 0
+    assert kentongan(gateway, "import", str(tmp_path / "back.kbf")).returncode == 0
+
+    store = Store.open(gateway)
+    assert store.add_feedback(store.submission(ref)["id"], fixed=False, rating=1, words="masih berlubang",
+                              channel="sms")
+    store.close()
+    assert kentongan(gateway, "export", str(tmp_path / "answers.kbf")).returncode == 0  # no submission, one answer
+    assert kentongan(central, "central", "import", str(tmp_path / "answers.kbf")).returncode == 0
+    store = CentralStore.open(central)
+    row = store.submission(ref)
+    words = [h["note"] for h in store.history(row["id"]) if h["kind"] == "feedback"]
+    store.close()
+    assert (row["status"], row["reopened"], row["fixed"], words) == ("in_progress", 1, 0, ["masih berlubang"])
+
+    assert kentongan(central, "central", "export-updates", "--gateway", "desa-1", str(tmp_path / "back2.kbf"))\
+        .returncode == 0
+    assert kentongan(gateway, "import", str(tmp_path / "back2.kbf")).returncode == 0
+    store = Store.open(gateway)
+    try:
+        assert store.pending_feedback(10) == []  # acknowledged: carried no more
+        assert store.submission(ref)["status"] == "in_progress"
+    finally:
+        store.close()

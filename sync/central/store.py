@@ -270,6 +270,8 @@ def _valid_prefix(prefix: str) -> bool:
 
 
 MAX_NOTE = 500
+MAX_FEEDBACK_ID = 40
+"""The longest id of a villager's answer remembered (a gateway's are 26-character ULIDs)."""
 """The longest staff note kept; an SMS carries as much of it as fits one message."""
 
 MIGRATIONS = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
@@ -795,6 +797,11 @@ class CentralStore(Database):
 
     # -- "is it fixed?" -------------------------------------------------------------
 
+    def feedback_acks(self, gateway_id: str) -> list[str]:
+        """The ids of every answer to "is it fixed?" recorded from `gateway_id`, whatever became of it."""
+        return [row[0] for row in self.db.execute("SELECT id FROM feedback WHERE gateway_id = ? ORDER BY id",
+                                                  [gateway_id])]
+
     def record_feedback(self, gateway_id: str, items: list) -> list[dict]:
         """Villagers' answers to "is it fixed?" from `gateway_id` (`protocol.FEEDBACK`); answer each with its id
         and result (`protocol.FEEDBACK_RESULTS`).
@@ -815,9 +822,17 @@ class CentralStore(Database):
                 problem = _check_feedback(item)
                 if problem:
                     results.append({"id": item_id, "result": "rejected", "reason": problem})
+                    self._answered(item_id, None, gateway_id, "rejected", stamp(now))
                     continue
                 results.append({"id": item_id, "result": self._feedback(gateway_id, item, now)})
         return results
+
+    def _answered(self, item_id, submission_id: str | None, gateway_id: str, result: str, at: str) -> None:
+        """Remember an answer that counts for nothing (unknown, malformed) by its id, so that the gateway's
+        answer file acknowledges it too (`feedback_acks`) and it is not carried again and again."""
+        if isinstance(item_id, str) and 0 < len(item_id) <= MAX_FEEDBACK_ID:
+            self.db.execute("INSERT OR IGNORE INTO feedback (id, submission_id, gateway_id, result, at) "
+                            "VALUES (?, ?, ?, ?, ?)", [item_id, submission_id, gateway_id, result, at])
 
     def _feedback(self, gateway_id: str, item: dict, now: dt.datetime) -> str:
         """Record one checked answer; its result."""
@@ -826,6 +841,7 @@ class CentralStore(Database):
         row = self.db.execute("SELECT id, status, resolved_at, rated_at FROM submissions WHERE id = ? AND ref = ? "
                               "AND gateway_id = ?", [item["submission_id"], item["ref"], gateway_id]).fetchone()
         if row is None:
+            self._answered(item["id"], None, gateway_id, "unknown", stamp(now))
             return "unknown"
         submission_id, status, resolved_at, rated_at = row
         at = stamp(now)

@@ -1,4 +1,5 @@
-"""Batch files at the centre: a gateway's submissions in, its acknowledgements and status updates out.
+"""Batch files at the centre: a gateway's submissions (and villagers' answers to "is it fixed?") in, its
+acknowledgements and status updates out.
 
 The same idempotent path as online sync: a file imported twice, or whose
 submissions also arrived online, adds nothing twice. A file that must not be
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from .. import batchfile
 from ..errors import BatchFileError
+from ..protocol import FEEDBACK, FEEDBACK_ACKS
 from .store import CentralStore, NoPrefix
 
 
@@ -24,11 +26,15 @@ def import_batch_file(store: CentralStore, path: str | Path) -> tuple[str, list[
     secrets = store.secrets(gateway_id)
     if not secrets:
         raise BatchFileError(f"{path} comes from gateway {gateway_id!r}, which this central backend does not know")
-    items = _read(path, gateway_id, secrets).get("items")
-    if not isinstance(items, list):
+    payload = _read(path, gateway_id, secrets)
+    items, feedback = payload.get("items"), payload.get(FEEDBACK, [])
+    if not isinstance(items, list) or not isinstance(feedback, list):
         raise BatchFileError(f"{path} has a malformed payload")
     try:
-        return gateway_id, store.ingest(gateway_id, items)
+        with store.transaction():
+            results = store.ingest(gateway_id, items)
+            store.record_feedback(gateway_id, feedback)  # after the submissions they are about
+        return gateway_id, results
     except NoPrefix as error:
         raise BatchFileError(str(error)) from None
 
@@ -55,8 +61,10 @@ def export_updates_file(store: CentralStore, gateway_id: str, path: str | Path) 
         raise BatchFileError(f"unknown gateway {gateway_id!r}")
     acks = store.acks(gateway_id)
     updates = store.updates(gateway_id, 0, limit=None)
+    answered = store.feedback_acks(gateway_id)
     try:
-        size = batchfile.write(path, "updates", gateway_id, secret, {"acks": acks, "updates": updates})
+        size = batchfile.write(path, "updates", gateway_id, secret,
+                               {"acks": acks, "updates": updates, FEEDBACK_ACKS: answered})
     except OSError as error:
         raise BatchFileError(f"cannot write {path}: {error.strerror}") from None
     return len(acks), len(updates), size
