@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from flows.catalog import N_
 from flows.engine import STATUS_LABELS
-from sync.pages import BAD_ADDRESS, account_key, language, pages_key, render, require
+from sync.pages import BAD_ADDRESS, account_key, day_stamp, language, pages_key, period_fault, render, require
 from sync.protocol import STATUSES
 from sync.reference import ALPHABET, MAX_LENGTH, normalize_reference
 from sync.seal import mask_phone
@@ -59,18 +59,8 @@ def _filters(query, services: list[str]) -> tuple[dict[str, str], str | None]:
         return typed, BAD_REF
     if typed["service"] not in ("", *services) or typed["status"] not in ("", *STATUSES):
         return typed, BAD_ADDRESS
-    try:
-        days = [dt.date.fromisoformat(typed[key]) if typed[key] else None for key in ("from", "to")]
-    except ValueError:
-        return typed, BAD_DATE
-    if all(days) and days[0] > days[1]:
-        return typed, BAD_RANGE
-    return typed, None
-
-
-def _day_stamp(day: str, after: int = 0) -> str:
-    start = dt.datetime.combine(dt.date.fromisoformat(day) + dt.timedelta(days=after), dt.time(), dt.timezone.utc)
-    return start.isoformat(timespec="milliseconds")
+    fault = period_fault(typed)
+    return typed, {"date": BAD_DATE, "range": BAD_RANGE}[fault] if fault else None
 
 
 def _when(stamp: str | None, lang: str) -> str:
@@ -89,8 +79,8 @@ async def requests_page(request: web.Request) -> web.Response:
     rows = []
     if reason is None:
         chosen = {"ref": typed["ref"], "service": typed["service"], "status": typed["status"],
-                  "since": _day_stamp(typed["from"]) if typed["from"] else "",
-                  "until": _day_stamp(typed["to"], 1) if typed["to"] else "", "before": before}
+                  "since": day_stamp(typed["from"]) if typed["from"] else "",
+                  "until": day_stamp(typed["to"], 1) if typed["to"] else "", "before": before}
         rows = await request.app[store_key].call(lambda s: s.list_submissions(PAGE + 1, **chosen))
     more = len(rows) > PAGE
     rows = [{**row, "title": service_title(engine, lang, row["service"]),

@@ -24,6 +24,7 @@ sign-in attempts per source address are capped per minute.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import hmac
 import logging
@@ -412,3 +413,21 @@ async def audit_page(request: web.Request) -> web.Response:
     rows = await request.app[pages_key].store(request).call(lambda s: s.accounts.audit_log(AUDIT_PAGE, before_id))
     older = rows[-1]["id"] if len(rows) == AUDIT_PAGE else None
     return render(request, "audit.html", {"rows": rows, "older": older})
+
+
+# -- date filters ----------------------------------------------------------------------
+
+def day_stamp(day: str, after: int = 0) -> str:
+    """The store stamp of midnight UTC that starts `day` (an ISO date) plus `after` days: a date filter's bound."""
+    start = dt.datetime.combine(dt.date.fromisoformat(day) + dt.timedelta(days=after), dt.time(), dt.timezone.utc)
+    return start.isoformat(timespec="milliseconds")
+
+
+def period_fault(typed: Mapping[str, str]) -> str | None:
+    """What is wrong with a filter form's `from` and `to` days: "date" (one is no date), "range" (from is after
+    to), or None."""
+    try:
+        days = [dt.date.fromisoformat(typed[key]) if typed[key] else None for key in ("from", "to")]
+    except ValueError:
+        return "date"
+    return "range" if all(days) and days[0] > days[1] else None

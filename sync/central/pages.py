@@ -29,8 +29,8 @@ from aiohttp import web
 from babel.dates import format_datetime
 
 from ..accounts import AGENCY_MAX
-from ..pages import (BAD_ADDRESS, N_, FORM_BODY_LIMIT, PageSettings, account_key, form, language, pages_key, render,
-                     require, setup_pages)
+from ..pages import (BAD_ADDRESS, N_, FORM_BODY_LIMIT, PageSettings, account_key, day_stamp, form, language,
+                     pages_key, period_fault, render, require, setup_pages)
 from ..protocol import SILENT_STATUSES, STATUSES
 from ..reference import ALPHABET, MAX_LENGTH
 from ..seal import mask_phone
@@ -137,11 +137,6 @@ def _row(request: web.Request, row: dict) -> dict:
 
 # -- filters ------------------------------------------------------------------------
 
-def _day_stamp(day: str, after: int = 0) -> str:
-    start = dt.datetime.combine(dt.date.fromisoformat(day) + dt.timedelta(days=after), dt.time(), dt.timezone.utc)
-    return start.isoformat(timespec="milliseconds")
-
-
 def filters(query, account: dict, forms, gateways: list[str]) -> tuple[dict[str, str], str | None]:
     """The triage filters as typed (the agency defaults to the account's own until cleared), and the reason
     they are refused (None when they are fine)."""
@@ -160,13 +155,8 @@ def filters(query, account: dict, forms, gateways: list[str]) -> tuple[dict[str,
     if typed["service"] not in ("", *forms) or typed["status"] not in ("", *STATUSES) \
             or typed["gateway"] not in ("", *gateways):
         return typed, BAD_ADDRESS
-    try:
-        days = [dt.date.fromisoformat(typed[key]) if typed[key] else None for key in ("from", "to")]
-    except ValueError:
-        return typed, BAD_DATE
-    if all(days) and days[0] > days[1]:
-        return typed, BAD_RANGE
-    return typed, None
+    fault = period_fault(typed)
+    return typed, {"date": BAD_DATE, "range": BAD_RANGE}[fault] if fault else None
 
 
 def chosen(typed: dict[str, str]) -> dict:
@@ -174,8 +164,8 @@ def chosen(typed: dict[str, str]) -> dict:
     return {"ref": typed["ref"] or None, "service": typed["service"] or None, "status": typed["status"] or None,
             "village": typed["village"] or None, "gateway": typed["gateway"] or None,
             "agency": typed["agency"] or None, "overdue": True if typed["overdue"] else None,
-            "since": _day_stamp(typed["from"]) if typed["from"] else None,
-            "until": _day_stamp(typed["to"], 1) if typed["to"] else None, "order": typed["order"]}
+            "since": day_stamp(typed["from"]) if typed["from"] else None,
+            "until": day_stamp(typed["to"], 1) if typed["to"] else None, "order": typed["order"]}
 
 
 def _kept(typed: dict[str, str]) -> dict[str, str]:
