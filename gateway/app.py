@@ -225,8 +225,8 @@ def setup_routes(app: web.Application) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    counts = await request.app[store_key].call(lambda store: store.counts())
-    return web.json_response({"status": "ok", "pending": counts["submissions"]["by_sync_state"].get("pending", 0)})
+    pending = await request.app[store_key].read(lambda store: store.pending_count())
+    return web.json_response({"status": "ok", "pending": pending})
 
 
 @web.middleware

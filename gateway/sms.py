@@ -282,8 +282,8 @@ async def inbound_callback(request: web.Request) -> web.Response:
                  form["id"].strip(), form["from"].strip())
         return web.Response(text="OK (not from a phone: dropped)")
     app = request.app
-    state = await app[store_key].call(sms_turn, app[engine_key], app[keywords_key], app[rules_key], sms,
-                                      app[limits_key])
+    state = await app[store_key].call_grouped(sms_turn, app[engine_key], app[keywords_key], app[rules_key], sms,
+                                              app[limits_key])
     if state == "queued":
         app[sender_key].wake()
     return web.Response(text="OK" if state else "OK (already handled)")

@@ -10,7 +10,9 @@ The newest input is the part of `text` after the history already answered
 stored history is a retry: it gets the stored answer again and changes
 nothing. Each hop is one transaction in the store's thread: read the
 session, step the engine, write the session (and the submission, when the
-turn confirms one), commit, then answer.
+turn confirms one), commit, then answer. Hops that queue while the store's
+thread is busy share one commit (`StoreThread.call_grouped`), each in a
+savepoint of its own, so one that fails is undone alone.
 """
 
 from __future__ import annotations
@@ -165,8 +167,8 @@ async def ussd_callback(request: web.Request) -> web.Response:
     try:
         hop = parse_hop(await read_form(request))
         store = request.app[store_key]
-        body = await store.call(ussd_turn, request.app[engine_key], request.app[rules_key], hop,
-                                request.app[limits_key])
+        body = await store.call_grouped(ussd_turn, request.app[engine_key], request.app[rules_key], hop,
+                                        request.app[limits_key])
     except BadCallback as error:
         raise refuse(request, error) from None
     if body.startswith("END "):

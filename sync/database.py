@@ -22,6 +22,10 @@ Clock = Callable[[], dt.datetime]
 """What a store reads as now: `utc_now`, or a clock a test moves."""
 
 
+class TransactionLost(Exception):
+    """SQLite rolled back the whole transaction while a savepoint was open: nothing of it is kept."""
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -68,10 +72,27 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield self
+            conn.commit()
         except BaseException:
-            conn.rollback()
+            # A COMMIT can fail too (a deferred constraint, a full disk) and leave the transaction open.
+            if conn.in_transaction:
+                conn.rollback()
             raise
-        conn.commit()
+
+    @contextmanager
+    def savepoint(self) -> Iterator["Database"]:
+        """Part of the open transaction that is undone alone when it raises (the rest goes on to commit)."""
+        conn = self.db.conn
+        conn.execute("SAVEPOINT part")
+        try:
+            yield self
+        except BaseException as error:
+            if not conn.in_transaction:  # SQLite undid the whole transaction (a full disk, an I/O error)
+                raise TransactionLost(str(error)) from error
+            conn.execute("ROLLBACK TO part")
+            conn.execute("RELEASE part")
+            raise
+        conn.execute("RELEASE part")
 
     @staticmethod
     def stamp(when: dt.datetime) -> str:

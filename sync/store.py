@@ -149,6 +149,12 @@ def _v9(db: sqlite_utils.Database) -> None:
     db["submissions"].add_column("overdue", int, not_null_default=0)
 
 
+_SUBMISSION_KEYS = ("id", "ref", "service", "channel", "answers", "phone", "phone_hash", "language", "status",
+                    "status_at", "sync_state", "session_id", "operator", "created_at", "updated_at")
+_INSERT_SUBMISSION = (f"INSERT INTO submissions ({', '.join(_SUBMISSION_KEYS)}) "
+                      f"VALUES ({', '.join('?' * len(_SUBMISSION_KEYS))})")
+"""A new submission's row: one prepared statement, for it is on the hop's path."""
+
 _STATUS_KEYS = ("ref", "service", "status", "created_at", "note", "status_at", "agency", "due_at", "overdue")
 _STATUS_COLUMNS = ", ".join(_STATUS_KEYS)
 """What a caller may see of their own submission."""
@@ -167,6 +173,7 @@ class Store(Database):
     MIGRATIONS = MIGRATIONS
 
     def __init__(self, path: str | Path, sealer: Sealer, clock: Clock = utc_now):
+        self._digested = ("", "")
         super().__init__(path, sealer, clock)
         self.db.execute("PRAGMA foreign_keys=ON")
         self.outbox = Outbox(self)
@@ -180,6 +187,13 @@ class Store(Database):
         return cls(data_dir / DATABASE_NAME, Sealer.from_key_file(data_dir / KEY_FILE_NAME), clock)
 
     # -- digests -----------------------------------------------------------
+
+    def phone_digest(self, phone: str) -> str:
+        """The keyed digest a phone number is found by; the last one is kept, since a turn asks for its
+        caller's several times."""
+        if self._digested[0] != phone:
+            self._digested = (phone, super().phone_digest(phone))
+        return self._digested[1]
 
     def _claim(self, service: str, answer: str, value: str) -> str:
         return self.sealer.digest(f"claim:{service}:{answer}:{value}")
@@ -296,8 +310,10 @@ class Store(Database):
         return row[0] if row else None
 
     def set_language(self, phone: str, language: str) -> None:
-        self.db["callers"].upsert({"phone_hash": self.phone_digest(phone), "language": language,
-                                   "updated_at": _stamp(self.clock())}, pk="phone_hash")
+        self.db.execute("INSERT INTO callers (phone_hash, language, updated_at) VALUES (?, ?, ?) "
+                        "ON CONFLICT(phone_hash) DO UPDATE SET language = excluded.language, "
+                        "updated_at = excluded.updated_at",
+                        [self.phone_digest(phone), language, _stamp(self.clock())])
 
     def wants_notices(self, phone: str) -> bool:
         """False once the phone said STOP (and not START since)."""
@@ -362,8 +378,9 @@ class Store(Database):
                     raise AlreadyClaimed(row["service"])
                 if holder is None:
                     claims.append(digest)
-            self.db["submissions"].insert(row)
-            self.db["claims"].insert_all({"digest": d, "submission_id": row["id"]} for d in claims)
+            self.db.execute(_INSERT_SUBMISSION, [row[key] for key in _SUBMISSION_KEYS])
+            self.db.conn.executemany("INSERT INTO claims (digest, submission_id) VALUES (?, ?)",
+                                     [(digest, row["id"]) for digest in claims])
             self._record_status(row["id"], "received", None, now)
         return {"id": row["id"], "ref": row["ref"], "created_at": now}
 
@@ -583,6 +600,10 @@ class Store(Database):
                 self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
                                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                                 [key, None if value is None else str(value)])
+
+    def pending_count(self) -> int:
+        """Submissions not yet at the central backend: one count on the `sync_state` index (`/healthz`)."""
+        return self.db.execute("SELECT count(*) FROM submissions WHERE sync_state = 'pending'").fetchone()[0]
 
     def counts(self) -> dict:
         """Submissions by sync state and by status, open USSD sessions, SMS reports waiting for their place."""

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import threading
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, NamedTuple, TypeVar
+
+from .database import TransactionLost
 
 S = TypeVar("S")
 T = TypeVar("T")
+
+GROUP_LIMIT = 64
+"""Grouped calls run in one transaction at most: a group waits for its one fsync, not for a long queue."""
+
+
+class Grouped(NamedTuple):
+    """A grouped call waiting for the store's thread, and where its outcome goes."""
+
+    future: concurrent.futures.Future
+    fn: Callable[..., Any]
+    args: tuple
 
 
 class StoreThread(Generic[S]):
@@ -22,12 +36,18 @@ class StoreThread(Generic[S]):
     its own on the same WAL file): a long list runs there, so a write or a
     sync request never queues behind it. A reader sees every transaction the
     store's thread committed before the read began.
+
+    Grouped calls (`call_grouped`: a USSD hop, an incoming SMS) that queue
+    while the thread is busy share one transaction, and so one fsync.
     """
 
     def __init__(self, pool: concurrent.futures.ThreadPoolExecutor, store: S, readers: "Readers[S] | None" = None):
         self._pool = pool
         self.store = store
         self._readers = readers
+        self._queue: collections.deque[Grouped] = collections.deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
 
     @classmethod
     async def open(cls, opener: Callable[..., S], *args: Any, readers: int = 0) -> "StoreThread[S]":
@@ -39,6 +59,69 @@ class StoreThread(Generic[S]):
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(store, *args)` in the store's thread."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self.store, *args)
+
+    async def call_grouped(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(store, *args)` in the store's thread, in one write transaction with the grouped calls queued
+        beside it (up to GROUP_LIMIT), each in a savepoint of its own.
+
+        A call that raises is undone alone and raises here; the others commit.
+        Nothing is returned before the COMMIT has returned (`synchronous=FULL`:
+        durable), and a COMMIT that fails raises in every call of its group,
+        which then left nothing stored. The store needs `transaction()` and
+        `savepoint()` (`sync.database.Database`); what `fn` opens with
+        `transaction()` joins the group's.
+        """
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            self._queue.append(Grouped(future, fn, args))
+            if not self._scheduled:
+                self._scheduled = True
+                self._pool.submit(self._run_group)
+        return await asyncio.wrap_future(future)
+
+    def _run_group(self) -> None:
+        """In the store's thread: one group, then the next is queued behind the plain calls waiting meanwhile."""
+        with self._lock:
+            group = [self._queue.popleft() for _ in range(min(GROUP_LIMIT, len(self._queue)))]
+        try:
+            self._settle(self._commit(group))
+        finally:
+            with self._lock:
+                if self._queue:
+                    self._pool.submit(self._run_group)
+                else:
+                    self._scheduled = False
+
+    def _commit(self, group: list[Grouped]) -> list[tuple[concurrent.futures.Future, Any, BaseException | None]]:
+        """Run `group` in one transaction, each call in its own savepoint: the outcome of each call that ran
+        (its caller may have given up before), or the transaction's error for all of them."""
+        outcomes = []
+        try:
+            with self.store.transaction():
+                for call in group:
+                    if not call.future.set_running_or_notify_cancel():
+                        continue
+                    try:
+                        with self.store.savepoint():
+                            outcomes.append((call.future, call.fn(self.store, *call.args), None))
+                    except TransactionLost:
+                        outcomes.append((call.future, None, None))
+                        raise
+                    except Exception as error:
+                        outcomes.append((call.future, None, error))
+        except BaseException as error:
+            started = {future for future, _, _ in outcomes}
+            return [(call.future, None, error) for call in group
+                    if call.future in started or call.future.set_running_or_notify_cancel()]
+        return outcomes
+
+    @staticmethod
+    def _settle(outcomes: list[tuple[concurrent.futures.Future, Any, BaseException | None]]) -> None:
+        for future, result, error in outcomes:
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(reader, *args)` in a reading thread, on a read-only twin of the store (in the store's
