@@ -15,7 +15,7 @@ test: $(STAMP) $(MO)
 	$(BIN)/pytest
 
 bench: $(STAMP) $(MO)
-	$(BIN)/python tests/bench/ussd_hop.py
+	$(BIN)/python tests/bench/table.py $(BENCH_FLAGS)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -39,21 +39,26 @@ FIRST = ["Siti", "Ahmad", "Dewi", "Budi", "Sri", "Agus", "Nur", "Eko", "Rina", "
 LAST = ["Aminah", "Santoso", "Lestari", "Hidayat", "Wahyuni", "Saputra", "Rahmawati", "Kurniawan"]
 
 
+def answers(rng: random.Random) -> tuple[str, dict]:
+    """A realistic submission's service and answers: reports, voter registrations and permits as a village
+    sends them."""
+    kind = rng.choices(["report", "voter", "permit"], [6, 2, 2])[0]
+    if kind == "report":
+        return kind, {"category": rng.choice(["road", "streetlight", "garbage", "water"]),
+                      "location": f"{rng.choice(PLACES)} RT {rng.randrange(1, 20):02d}",
+                      "description": " ".join(rng.choice(WORDS) for _ in range(rng.randrange(4, 12)))}
+    if kind == "voter":
+        return kind, {"nik": f"3201{rng.randrange(10**12):012d}", "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+                      "birth_date": f"{rng.randrange(1950, 2006)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}",
+                      "village": rng.choice(PLACES)}
+    return kind, {"nik": f"3201{rng.randrange(10**12):012d}", "business": f"Warung {rng.choice(FIRST)}",
+                  "kind": rng.choice(["shop", "food", "farm", "craft"]), "village": rng.choice(PLACES)}
+
+
 def make_submissions(store: Store, count: int, rng: random.Random) -> None:
-    for n in range(count):
-        kind = rng.choices(["report", "voter", "permit"], [6, 2, 2])[0]
-        if kind == "report":
-            answers = {"category": rng.choice(["road", "streetlight", "garbage", "water"]),
-                       "location": f"{rng.choice(PLACES)} RT {rng.randrange(1, 20):02d}",
-                       "description": " ".join(rng.choice(WORDS) for _ in range(rng.randrange(4, 12)))}
-        elif kind == "voter":
-            answers = {"nik": f"3201{rng.randrange(10**12):012d}", "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}",
-                       "birth_date": f"{rng.randrange(1950, 2006)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}",
-                       "village": rng.choice(PLACES)}
-        else:
-            answers = {"nik": f"3201{rng.randrange(10**12):012d}", "business": f"Warung {rng.choice(FIRST)}",
-                       "kind": rng.choice(["shop", "food", "farm", "craft"]), "village": rng.choice(PLACES)}
-        store.add_submission({"service": kind, "ref": new_reference("K7"), "answers": answers, "language": "id",
+    for _ in range(count):
+        kind, given = answers(rng)
+        store.add_submission({"service": kind, "ref": new_reference("K7"), "answers": given, "language": "id",
                               "unique": {}}, phone=f"+62812{rng.randrange(10**8):08d}", channel="ussd")
 
 
@@ -65,8 +70,7 @@ async def push(items: list[dict], folder: Path) -> dict:
 
     @web.middleware
     async def measure(request, handler):
-        body = await request.read()
-        seen["request_body"] = len(body)
+        seen["request_body"] = request.content_length  # read here, the body would be gone for the handler
         seen["request_headers"] = sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + len(
             f"{request.method} {request.path_qs} HTTP/1.1\r\n")
         response = await handler(request)
@@ -75,7 +79,7 @@ async def push(items: list[dict], folder: Path) -> dict:
 
     root = data_root()
     forms = Engine.load(root / "menus", root / "locale", ["id", "en", "sw"], "id").forms("en")
-    app = create_central_app(CentralConfig(folder / "central", "staff", forms, gateways={"bench": "secret"},
+    app = create_central_app(CentralConfig(folder / "central", "", forms, gateways={"bench": "secret"},
                                            prefixes={"bench": "K7"}))
     app.middlewares.append(measure)
     runner = web.AppRunner(app)
@@ -98,21 +102,27 @@ async def push(items: list[dict], folder: Path) -> dict:
     return seen
 
 
+def measure(batch: int) -> dict:
+    """Bytes of one batch of `batch` submissions: JSON before gzip, the request body, the request's
+    headers, the signed answer as JSON and as it crossed the wire, and everything both ways."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store.open(Path(folder) / "gw")
+        make_submissions(store, batch, random.Random(7))
+        items = store.pending_submissions(batch)
+        store.close()
+        raw = len(json.dumps({"gateway": "bench", "items": items}, separators=(",", ":"),
+                             ensure_ascii=False).encode())
+        seen = asyncio.run(push(items, Path(folder)))
+    return {"n": len(items), "raw": raw, "body": len(encode_batch("bench", items)), **seen,
+            "wire": seen["request_body"] + seen["request_headers"] + seen["answer_wire"] + seen["answer_headers"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=100)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        store = Store.open(Path(folder) / "gw")
-        make_submissions(store, args.batch, random.Random(7))
-        items = store.pending_submissions(args.batch)
-        store.close()
-        raw = len(json.dumps({"gateway": "bench", "items": items}, separators=(",", ":"),
-                             ensure_ascii=False).encode())
-        body = len(encode_batch("bench", items))
-        seen = asyncio.run(push(items, Path(folder)))
-    n = len(items)
-    wire = seen["request_body"] + seen["request_headers"] + seen["answer_wire"] + seen["answer_headers"]
+    seen = measure(args.batch)
+    n, raw, body, wire = seen["n"], seen["raw"], seen["body"], seen["wire"]
     print(f"batch of {n} submissions")
     print(f"  JSON before gzip      {raw:8d} bytes  {raw / n:7.1f} per submission")
     print(f"  request body (gzip)   {body:8d} bytes  {body / n:7.1f} per submission")
