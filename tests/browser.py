@@ -62,13 +62,14 @@ def wait_for(driver, condition, timeout: float = WAIT_SECONDS):
     """`condition(driver)` once it is truthy (selenium's WebDriverWait: polls, never a fixed sleep).
 
     An element that is missing, or that a page load replaced between finding it and reading it, is
-    "not yet": the condition is asked again.
+    "not yet": the condition is asked again. Chromium reports the second case in more than one way
+    (a stale element, or "Node with given id does not belong to the document"), so every WebDriver
+    error inside the condition counts as "not yet"; one that lasts ends in a timeout that carries it.
     """
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, ignored_exceptions=(NoSuchElementException,
-                                                              StaleElementReferenceException)).until(condition)
+    return WebDriverWait(driver, timeout, ignored_exceptions=(WebDriverException,)).until(condition)
 
 
 def axe_violations(driver, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:
