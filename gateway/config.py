@@ -135,6 +135,19 @@ def _url(value: Any) -> str:
     return text.rstrip("/")
 
 
+def _dsn(*schemes: str) -> Callable[[Any], str]:
+    """A database or cache address (`postgresql://host/db`, `redis://host:6379/0`), or empty for none."""
+    def parse(value: Any) -> str:
+        text = _string(value).strip()
+        if not text:
+            return ""
+        if urlsplit(text).scheme not in schemes:
+            raise ValueError(f"expected a {' or '.join(s + '://' for s in schemes)} address")
+        return text
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -153,6 +166,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gateway.port", 8080, _integer(1, 65535), "Port the gateway listens on."),
     Setting("gateway.data_dir", "./var", _string,
             "Folder for the store (gateway.db) and the key that seals personal data (gateway.key)."),
+    Setting("gateway.database_url", "", _dsn("postgresql", "postgres"),
+            "Where the gateway's store lives: empty for the embedded SQLite file in gateway.data_dir, or a "
+            "PostgreSQL address (postgresql://user@host/db), which several workers and machines can share. "
+            "The key that seals personal data stays in gateway.data_dir.", secret=True),
+    Setting("sessions.backend", "store", _one_of("store", "redis"),
+            "Where USSD sessions live: store (the gateway's store) or redis (sessions.redis_url; they "
+            "expire on their own after ussd.keep_sessions_hours)."),
+    Setting("sessions.redis_url", "redis://127.0.0.1:6379/0", _dsn("redis", "rediss", "unix"),
+            "The Redis server of USSD sessions when sessions.backend is redis.", secret=True),
+    Setting("sessions.redis_prefix", "kentongan:", _string,
+            "Start of every Redis key of this gateway's sessions; gateways sharing one Redis need one each."),
     Setting("gateway.id", "demo", _string,
             "This gateway's id at the central backend; it signs every sync request with sync.secret."),
     Setting("gateway.ref_prefix", "K", _prefix,
@@ -234,6 +258,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("central.host", "127.0.0.1", _string, "Address the central backend listens on."),
     Setting("central.port", 8081, _integer(1, 65535), "Port the central backend listens on."),
     Setting("central.url", "http://127.0.0.1:8081", _url, "Where the gateway finds the central backend."),
+    Setting("central.database_url", "", _dsn("postgresql", "postgres"),
+            "Where the central backend's store lives: empty for the SQLite file central.db in "
+            "gateway.data_dir, or a PostgreSQL address (postgresql://user@host/db).", secret=True),
     Setting("central.staff_token", "", _string, "Bearer token of the staff API.", secret=True),
     Setting("central.ref_prefix", "Z", _prefix,
             "Reference prefix of requests made at the centre (Open311); no gateway may use it."),

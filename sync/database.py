@@ -1,4 +1,5 @@
-"""What both stores share: one SQLite file in WAL mode through sqlite-utils, migrations, transactions."""
+"""What both stores share: one SQLite file in WAL mode through sqlite-utils (or a PostgreSQL database through
+`sync.sql`), migrations, transactions."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Callable, Iterator
 
 import sqlite_utils
 
+from . import sql
 from .errors import NoFreeReference
 from .reference import new_reference
 from .seal import Sealer
@@ -18,6 +20,11 @@ REFERENCE_DRAWS = 20
 """References drawn before giving up; with 31**5 per prefix, a store this full needs a longer one."""
 
 Migration = Callable[[sqlite_utils.Database], None]
+PgMigration = Callable[["sql.PgDatabase"], None]
+IntegrityError = (sqlite3.IntegrityError, sql.IntegrityError)
+"""A broken constraint, on either database (on PostgreSQL it aborts the transaction: see `sync.sql`)."""
+PG_VERSION_TABLE = "kentongan_schema"
+"""Where a PostgreSQL store records how many of its schema steps have run (SQLite: `PRAGMA user_version`)."""
 Clock = Callable[[], dt.datetime]
 """What a store reads as now: `utc_now`, or a clock a test moves."""
 
@@ -36,18 +43,31 @@ def stamp(when: dt.datetime) -> str:
 
 
 class Database:
-    """A SQLite file with `synchronous=FULL` (a commit survives a power cut) and its schema steps applied.
+    """A SQLite file with `synchronous=FULL` (a commit survives a power cut), or a PostgreSQL database (whose
+    commits are durable by default), with its schema steps applied.
 
     Not thread-safe: give it one thread (`sync.thread.StoreThread`).
     """
 
     MIGRATIONS: list[Migration] = []
     """Schema steps in order; `PRAGMA user_version` records how many have run."""
+    PG_MIGRATIONS: list[PgMigration] = []
+    """The same schema for PostgreSQL, in steps of its own (`PG_VERSION_TABLE` records how many have run)."""
+    LOCK_KEY = 0
+    """The advisory lock that keeps two processes starting on one PostgreSQL database from migrating at once."""
 
-    def __init__(self, path: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now):
-        self.path = Path(path)
+    def __init__(self, location: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now):
+        """Open the SQLite file at `location`, or the PostgreSQL database when it is a `postgresql://` address."""
         self.sealer = sealer
         self.clock = clock
+        if sql.is_postgres(location):
+            self.path = None
+            self.url = str(location)
+            self.db = sql.PgDatabase(self.url)
+            self._migrate_postgres()
+            return
+        self.path = Path(location)
+        self.url = ""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
         self.db = sqlite_utils.Database(conn)
@@ -58,6 +78,23 @@ class Database:
             with self.transaction():
                 step(self.db)
                 self.db.execute(f"PRAGMA user_version={number}")
+
+    @property
+    def postgres(self) -> bool:
+        return self.path is None
+
+    def _migrate_postgres(self) -> None:
+        """Run the PostgreSQL schema steps not yet run, each in its own transaction, one process at a time."""
+        with self.transaction():
+            self.db.advisory_lock(self.LOCK_KEY)
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS {PG_VERSION_TABLE} (version INTEGER NOT NULL)")
+            row = self.db.execute(f"SELECT version FROM {PG_VERSION_TABLE}").fetchone()
+            if row is None:
+                self.db.execute(f"INSERT INTO {PG_VERSION_TABLE} (version) VALUES (0)")
+            version = row[0] if row else 0
+            for number, step in enumerate(self.PG_MIGRATIONS[version:], version + 1):
+                step(self.db)
+                self.db.execute(f"UPDATE {PG_VERSION_TABLE} SET version = ?", [number])
 
     def close(self) -> None:
         self.db.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("gateway", "flows", "sync")
 CENTRAL_MAY_IMPORT = {"sync.protocol", "sync.batchfile", "sync.database", "sync.seal", "sync.reference",
-                      "sync.thread", "sync.errors", "sync.limits", "sync.accounts", "sync.pages"}
+                      "sync.thread", "sync.sql", "sync.errors", "sync.limits", "sync.accounts", "sync.pages"}
 IO_MODULES = {"socket", "sqlite3", "aiohttp", "asyncio", "requests", "urllib", "http", "subprocess", "time",
               "threading", "sqlite_utils"}
 WRITES = {"write_text", "write_bytes", "mkdir", "unlink", "touch", "rename", "rmdir"}
