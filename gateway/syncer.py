@@ -161,7 +161,8 @@ def import_file(store: Store, engine: Engine, rules: Rules, gateway_id: str, sec
 
 class Syncer:
     def __init__(self, store: StoreThread, engine: Engine, rules: Rules, *, url: str, gateway_id: str,
-                 secret: str, batch_size: int, timeout: float, on_notices: Callable[[], None] = lambda: None):
+                 secret: str, batch_size: int, timeout: float, on_notices: Callable[[], None] = lambda: None,
+                 on_round: Callable[[Summary], None] = lambda summary: None):
         self.store = store
         self.engine = engine
         self.rules = rules
@@ -171,6 +172,8 @@ class Syncer:
         self.batch_size = batch_size
         self.timeout = timeout
         self.on_notices = on_notices
+        self.on_round = on_round
+        """Told every round's summary, finished or cut short (the metrics count its items)."""
         self.results: collections.Counter[str] = collections.Counter()
         """Submissions pushed since the start, by the central backend's answer (`/metrics`)."""
         self.lock = asyncio.Lock()
@@ -230,6 +233,7 @@ class Syncer:
             finally:
                 summary.seconds = time.monotonic() - began
                 self.results.update(accepted=summary.accepted, duplicate=summary.duplicate, rejected=summary.rejected)
+                self.on_round(summary)
                 if summary.notices:
                     self.on_notices()
         await self.store.call(_record_success, summary.prefix)
@@ -301,7 +305,7 @@ def syncer_for(config: Config, store: StoreThread, engine: Engine, **extra) -> S
 async def sync_once(config: Config, engine: Engine,
                     progress: Callable[[int, int], None] = lambda items, size: None) -> Summary:
     """One round now, on the store in `gateway.data_dir` (for `kentongan sync`)."""
-    store = await StoreThread.open(Store.open, config.data_dir)
+    store = await StoreThread.open(lambda: Store.open(config.data_dir, database_url=config["gateway.database_url"]))
     try:
         return await syncer_for(config, store, engine).round(progress)
     finally:
@@ -309,14 +313,19 @@ async def sync_once(config: Config, engine: Engine,
 
 
 async def syncer_context(app: web.Application) -> AsyncIterator[None]:
-    from .resources import config_key, engine_key, in_background, sender_key, store_key, syncer_key
+    """The app's syncer, for the kiosk's Sync now in every process; its timer runs only while this process runs
+    the background duties (`gateway.duties`)."""
+    from .duties import duty
+    from .metrics import metrics_key
+    from .resources import config_key, engine_key, sender_key, store_key, syncer_key
 
     config = app[config_key]
     if not config["sync.secret"]:
         log.info("sync is off (no sync.secret)")
         yield
         return
-    syncer = syncer_for(config, app[store_key], app[engine_key], on_notices=lambda: app[sender_key].wake())
+    syncer = syncer_for(config, app[store_key], app[engine_key], on_notices=lambda: app[sender_key].wake(),
+                        on_round=app[metrics_key].sync_round)
     app[syncer_key] = syncer
-    async with in_background(syncer.run(config["sync.interval_seconds"])):
+    async with duty(app, "sync timer", lambda: syncer.run(config["sync.interval_seconds"])):
         yield

@@ -64,6 +64,9 @@ class Outbox:
     def __init__(self, store: Database):
         self._store = store
         self._db = store.db
+        self._for_update = " FOR UPDATE" if store.postgres else ""
+        """Locks a row read to be changed on PostgreSQL, where workers sharing the store take delivery reports
+        at once; SQLite's BEGIN IMMEDIATE already lets one writer in at a time."""
 
     def _now(self) -> dt.datetime:
         return self._store.clock()
@@ -151,7 +154,13 @@ class Outbox:
                 return None
             attempt = row[2] + 1
             send_id = f"{message_id}-{attempt}"
-            self._set(message_id, state="sending", attempts=attempt, send_id=send_id)
+            # Only while it is still queued: a sender that lost its lead a moment ago may be looking at the
+            # same row (the SMS sender runs in one process, but a hand-over is not instantaneous).
+            cursor = self._db.execute(
+                "UPDATE outbox SET state = 'sending', attempts = ?, send_id = ?, updated_at = ? "
+                "WHERE id = ? AND state = 'queued'", [attempt, send_id, now, message_id])
+            if cursor.rowcount != 1:
+                return None
         return {"id": message_id, "to": store.sealer.open(row[0]), "body": store.sealer.open(row[1]),
                 "send_id": send_id, "attempt": attempt, "short_code": row[5], "link_id": row[6]}
 
@@ -194,7 +203,7 @@ class Outbox:
         after `Success` changes nothing.
         """
         with self._store.transaction():
-            row = self._db.execute("SELECT id, state FROM outbox WHERE provider_id = ?",
+            row = self._db.execute("SELECT id, state FROM outbox WHERE provider_id = ?" + self._for_update,
                                    [provider_id]).fetchone()
             if row is None:
                 return None

@@ -21,7 +21,9 @@ The digest key is not rotated (see `sync.seal`).
 
 No other process may seal with the old key meanwhile: a gateway serving
 from the store would keep sealing under the key it read at start, and what
-it sealed after step 3 could not be opened again.
+it sealed after step 3 could not be opened again. On a PostgreSQL store that means every gateway of
+every machine sharing it is stopped; the rotation runs on one of them, and its new key file is then copied
+to the others before they start again.
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ def rotate_key(database: Database, batch_size: int = BATCH_SIZE) -> Rotation:
 
 
 def _columns(database: Database) -> list[tuple[str, str]]:
+    if database.postgres:
+        # Only text can hold a sealed value; the store's own tables, in its schema (search_path).
+        return [(table, column) for table, column in database.db.execute(
+            "SELECT c.table_name, c.column_name FROM information_schema.columns c "
+            "JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
+            "WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE' "
+            "AND c.data_type IN ('text', 'character varying') ORDER BY c.table_name, c.ordinal_position")]
     tables = [row[0] for row in database.db.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     return [(table, row[1]) for table in tables
@@ -78,11 +87,22 @@ def _reseal(database: Database, table: str, column: str, old: tuple[int, ...],
             batch_size: int) -> tuple[int, int]:
     """Re-seal the values of one column sealed under an `old` key, `batch_size` to a transaction;
     return how many were re-sealed and how many looked sealed but did not open."""
-    where = " OR ".join(f"{_quoted(column)} GLOB '{prefix(generation)}*'" for generation in old)
-    select = (f"SELECT rowid, {_quoted(column)} FROM {_quoted(table)} WHERE rowid > ? AND ({where}) "
-              f"ORDER BY rowid LIMIT ?")
-    update = f"UPDATE {_quoted(table)} SET {_quoted(column)} = ? WHERE rowid = ?"
-    after = resealed = unopened = 0
+    # substr, not GLOB or LIKE: the one prefix test both databases have, case-sensitive on both.
+    where = " OR ".join(f"substr({_quoted(column)}, 1, {len(prefix(generation))}) = '{prefix(generation)}'"
+                        for generation in old)
+    if database.postgres:
+        # PostgreSQL has no rowid; a row's place (ctid) serves within one run, as nothing else writes meanwhile.
+        # A re-sealed row moves to a new place, maybe further on, but no longer matches `where` there.
+        select = (f"SELECT ctid::text, {_quoted(column)} FROM {_quoted(table)} "
+                  f"WHERE ctid > CAST(CAST(? AS TEXT) AS tid) AND ({where}) ORDER BY ctid LIMIT ?")
+        update = f"UPDATE {_quoted(table)} SET {_quoted(column)} = ? WHERE ctid = CAST(CAST(? AS TEXT) AS tid)"
+        start = "(0,0)"
+    else:
+        select = (f"SELECT rowid, {_quoted(column)} FROM {_quoted(table)} WHERE rowid > ? AND ({where}) "
+                  f"ORDER BY rowid LIMIT ?")
+        update = f"UPDATE {_quoted(table)} SET {_quoted(column)} = ? WHERE rowid = ?"
+        start = 0
+    after, resealed, unopened = start, 0, 0
     while True:
         with database.transaction():
             rows = database.db.execute(select, [after, batch_size]).fetchall()

@@ -2,6 +2,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import socket
 import time
 from pathlib import Path
@@ -15,6 +16,112 @@ from gateway.config import load_config
 from gateway.resources import engine_key, sender_key
 
 PHONE = "+6281234567890"
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+"""The PostgreSQL that CI (and this machine) runs: trust auth, database `test`."""
+REDIS = "redis://127.0.0.1:6379/0"
+BACKENDS = ("sqlite", "redis", "postgres")
+"""What a behaviour test runs against when its module says `pytestmark = pytest.mark.backends`:
+the embedded default; USSD sessions in Redis; the stores (and their sessions) in PostgreSQL."""
+CENTRAL_BACKENDS = ("sqlite", "postgres")
+"""What a central-backend test runs against (`pytestmark = pytest.mark.central_backends`): Redis holds no
+part of the central backend, so a run on it would repeat the SQLite one."""
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "backends: run each test against every backend (BACKENDS), as a parameter")
+    config.addinivalue_line("markers", "central_backends: run each test against SQLite and PostgreSQL "
+                                       "(CENTRAL_BACKENDS), as a parameter")
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("backends"):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+    elif "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("central_backends"):
+        metafunc.parametrize("backend", CENTRAL_BACKENDS, indirect=True)
+
+
+def need_service(name: str, url: str) -> None:
+    """Skip, or fail with KENTONGAN_REQUIRE_SERVICES=1 (CI), when `name` at `url` does not answer."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=2).close()
+    except OSError as error:
+        reason = f"{name} not reachable at {parts.hostname}:{parts.port} ({error.strerror or error})"
+        if os.environ.get("KENTONGAN_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{reason}, and KENTONGAN_REQUIRE_SERVICES=1")
+        pytest.skip(reason)
+
+
+@contextlib.asynccontextmanager
+async def postgres_schemas(*names: str):
+    """Fresh PostgreSQL schemas for one test, dropped after it; yields a DSN for each (its search_path)."""
+    import asyncpg
+    from ulid import ULID
+
+    need_service("PostgreSQL", POSTGRES)
+    tag = str(ULID()).lower()
+    schemas = [f"kt_{tag}_{name}" for name in names]
+    conn = await asyncpg.connect(POSTGRES)
+    try:
+        for schema in schemas:
+            await conn.execute(f"CREATE SCHEMA {schema}")
+        yield [f"{POSTGRES}?search_path={schema}" for schema in schemas]
+    finally:
+        for schema in schemas:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def redis_prefix():
+    """A Redis key prefix of one test's own, its keys deleted after it."""
+    import redis.asyncio as redis
+    from ulid import ULID
+
+    need_service("Redis", REDIS)
+    prefix = f"kentongan-test:{ULID()}:"
+    try:
+        yield prefix
+    finally:
+        client = redis.from_url(REDIS)
+        async for key in client.scan_iter(match=prefix + "*"):
+            await client.delete(key)
+        await client.aclose()
+
+
+@pytest.fixture
+async def backend(request):
+    """Config overrides for one backend (see BACKENDS): {} for the embedded default."""
+    name = getattr(request, "param", "sqlite")
+    if name == "sqlite":
+        yield {}
+    elif name == "redis":
+        async with redis_prefix() as prefix:
+            yield {"sessions__backend": "redis", "sessions__redis_url": REDIS, "sessions__redis_prefix": prefix}
+    elif name == "postgres":
+        async with postgres_schemas("gateway", "central") as (gateway_dsn, central_dsn):
+            yield {"gateway__database_url": gateway_dsn, "central__database_url": central_dsn}
+    else:
+        raise ValueError(f"unknown backend {name!r}")
+
+
+@pytest.fixture
+def central_db(backend) -> str:
+    """The central store's `database_url` on `backend`: "" (SQLite in its data dir) or a fresh PostgreSQL schema."""
+    return backend.get("central__database_url", "")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request):
+    """For a test that opens the gateway's store itself: "" (the SQLite file in its data folder), or the address
+    of a fresh PostgreSQL schema (`gateway.database_url`). Redis holds no store, so it is not a parameter here."""
+    if request.param == "sqlite":
+        yield ""
+    else:
+        async with postgres_schemas("gateway") as (url,):
+            yield url
 
 
 class MovableClock:
@@ -129,8 +236,8 @@ class Gateway:
 
 
 @pytest.fixture
-def config(tmp_path):
-    return make_config(tmp_path / "var")
+def config(tmp_path, backend):
+    return make_config(tmp_path / "var", **backend)
 
 
 @pytest.fixture
@@ -182,8 +289,8 @@ async def standin():
 
 
 @pytest.fixture
-async def sms_gateway(tmp_path, standin, clock):
-    gw = await Gateway(sms_config(tmp_path / "var", standin), clock).start()
+async def sms_gateway(tmp_path, standin, clock, backend):
+    gw = await Gateway(sms_config(tmp_path / "var", standin, **backend), clock).start()
     yield gw
     await gw.stop()
 

@@ -16,6 +16,9 @@ from sync.store import NO_PHONE
 from test_signin import FIELD, Browser, add
 from test_sync import Central, make_sync_config
 
+
+pytestmark = pytest.mark.backends
+
 HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)">')
 REPORT = ("1", "1", "Dusun Krajan", "Jalan berlubang besar", "1")
 """Report a problem: damaged road, where, what, yes."""
@@ -71,8 +74,8 @@ async def submissions(gateway):
     return await gateway.app[store_key].call(rows)
 
 
-async def test_assist_report_with_a_phone_confirms_by_sms(tmp_path, standin):
-    gateway = await Gateway(sms_config(tmp_path / "var", standin)).start()
+async def test_assist_report_with_a_phone_confirms_by_sms(tmp_path, standin, backend):
+    gateway = await Gateway(sms_config(tmp_path / "var", standin, **backend)).start()
     browser = Browser(gateway.url, "/kiosk")
     try:
         await add(gateway.app[store_key], "ani", "operator")
@@ -191,9 +194,9 @@ async def test_assist_entry_is_not_usable_by_another_operator(gateway, operator)
     assert (await entry.press(key="1")).status == 200 and "1. Jalan rusak" in entry.text
 
 
-async def test_assist_without_a_phone_syncs_and_its_status_change_sends_nothing(tmp_path):
+async def test_assist_without_a_phone_syncs_and_its_status_change_sends_nothing(tmp_path, backend):
     central = await Central(tmp_path / "central").start()
-    gateway = await Gateway(make_sync_config(tmp_path / "gw", central.url)).start()
+    gateway = await Gateway(make_sync_config(tmp_path / "gw", central.url, **backend)).start()
     browser = Browser(gateway.url, "/kiosk")
     try:
         await add(gateway.app[store_key], "ani", "operator")

@@ -11,6 +11,9 @@ from gateway.turn import change_status
 from test_central_review import SECRETS, STAFF, centre_app
 from test_sms import outbox, report_by_ussd, reply_to, sms
 
+
+pytestmark = pytest.mark.backends
+
 OTHER = "+254711082300"
 
 
@@ -119,12 +122,13 @@ async def test_feedback_ussd_rating_may_be_skipped_and_a_wrong_key_re_asks(gatew
     assert await answers(gateway) == [(ref, 1, None, "ussd", "pending")]
 
 
-async def test_feedback_travels_with_the_next_sync_and_not_fixed_reopens(tmp_path, standin):
+async def test_feedback_travels_with_the_next_sync_and_not_fixed_reopens(tmp_path, standin, backend):
     from conftest import sms_config
 
     async with served(centre_app(tmp_path / "central")) as url:
         config = sms_config(tmp_path / "desa-a", standin, gateway__id="desa-a", gateway__ref_prefix="A",
-                            sync__secret=SECRETS["desa-a"], central__url=url, sync__interval_seconds=3600)
+                            sync__secret=SECRETS["desa-a"], central__url=url, sync__interval_seconds=3600,
+                            **backend)
         gw = await Gateway(config).start()
         try:
             ref = await report_by_ussd(gw)

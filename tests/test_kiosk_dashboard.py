@@ -23,6 +23,9 @@ from sync.protocol import UPDATES_PATH
 from test_signin import FIELD, PASSWORD, Browser
 from test_sync import STAFF, forms
 
+
+pytestmark = pytest.mark.backends
+
 SECRET = "dashboard-sync-secret"
 GATEWAY_ID = "desa-9"
 REPORT = {"service": "report", "language": "id", "unique": {},
@@ -31,9 +34,9 @@ MASKED = "+62812****890"
 BATCH_NAME = re.compile(r'attachment; filename="kentongan-desa-9-\d{8}-\d{6}\.batch"')
 
 
-def sync_config(tmp_path, central_port):
+def sync_config(tmp_path, central_port, backend):
     return make_config(tmp_path / "var", gateway__id=GATEWAY_ID, sync__secret=SECRET, sync__interval_seconds=3600,
-                       central__url=f"http://127.0.0.1:{central_port}")
+                       central__url=f"http://127.0.0.1:{central_port}", **backend)
 
 
 async def start(config, *accounts):
@@ -105,9 +108,9 @@ async def central(tmp_path):
 
 
 @pytest.fixture
-async def synced(tmp_path, central):
+async def synced(tmp_path, central, backend):
     """A gateway with sync on, against `central`, its first round (at start) over; ani is its operator."""
-    gateway = await start(sync_config(tmp_path, central.port), ("ani", "operator"))
+    gateway = await start(sync_config(tmp_path, central.port, backend), ("ani", "operator"))
     await eventually(lambda: on_store(gateway, lambda s: s.meta("sync_last_success")))
     browser = await signed_in(gateway)
     yield gateway, browser
@@ -116,9 +119,9 @@ async def synced(tmp_path, central):
 
 
 @pytest.fixture
-async def offline(tmp_path):
+async def offline(tmp_path, backend):
     """A gateway with sync on and no central backend to reach; ani is its operator."""
-    gateway = await start(sync_config(tmp_path, free_port()), ("ani", "operator"))
+    gateway = await start(sync_config(tmp_path, free_port(), backend), ("ani", "operator"))
     browser = await signed_in(gateway)
     yield gateway, browser
     await browser.close()
@@ -292,8 +295,8 @@ async def test_dashboard_posts_need_act_and_csrf(offline, monkeypatch):
         await stranger.close()
 
 
-async def test_dashboard_without_sync_secret_says_so(tmp_path):
-    gateway = await start(make_config(tmp_path / "var"), ("ani", "operator"))
+async def test_dashboard_without_sync_secret_says_so(tmp_path, backend):
+    gateway = await start(make_config(tmp_path / "var", **backend), ("ani", "operator"))
     browser = await signed_in(gateway)
     try:
         status, body, _ = await browser.get("/kiosk")

@@ -15,6 +15,9 @@ from conftest import query_plan
 from gateway.resources import store_key
 from test_funnel import PASSWORD, REPORT, Browser
 
+
+pytestmark = pytest.mark.backends
+
 NIK = "3201011505900001"
 REF = re.compile(r'class="ref" href="/kiosk/requests/([A-Z0-9]+)"')
 
@@ -136,7 +139,9 @@ async def test_not_signed_in_goes_to_sign_in(gateway):
         await browser.close()
 
 
-async def test_the_list_pages_on_its_index(gateway):
+async def test_the_list_pages_on_its_index(gateway, backend):
+    if backend:
+        pytest.skip("SQLite's query plan: the other backends run the same store on SQLite, or PostgreSQL's own")
     def plan(store):
         return query_plan(store.db, "SELECT ref FROM submissions WHERE (created_at, id) < ('2024', 'x') "
                                     "ORDER BY created_at DESC, id DESC LIMIT 26")

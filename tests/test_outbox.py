@@ -11,9 +11,9 @@ TTL = dt.timedelta(hours=24)
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path, database_url):
     clock = MovableClock()
-    store = Store.open(tmp_path, clock)
+    store = Store.open(tmp_path, clock, database_url)
     for n in range(30):
         clock.advance(minutes=1)
         row = store.outbox.add(f"+62812345678{n:02d}", f"message {n}", "confirmation", ttl=TTL)
@@ -47,9 +47,9 @@ def test_outbox_latest_refuses_an_unknown_state(store):
         store.outbox.latest("lost")
 
 
-def test_outbox_purge_deletes_only_final_rows_past_the_age(tmp_path):
+def test_outbox_purge_deletes_only_final_rows_past_the_age(tmp_path, database_url):
     clock = MovableClock()
-    store = Store.open(tmp_path, clock)
+    store = Store.open(tmp_path, clock, database_url)
     try:
         dead = store.outbox.add("+6281234567801", "old and dead", "confirmation", ttl=TTL)
         store.outbox.give_up(dead["id"], "406 UserInBlacklist")

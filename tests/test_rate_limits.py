@@ -12,12 +12,16 @@ import subprocess
 import sys
 
 import aiohttp
+import pytest
 
 from conftest import PHONE, Gateway, eventually, make_config, our_errors, query_plan, served, sms_config
 from gateway.resources import limits_key, store_key, syncer_key
 from sync.central import CentralConfig, create_central_app
 from sync.protocol import BATCH_PATH, UPDATES_PATH, sign_request
 from test_central_review import engine
+
+
+pytestmark = pytest.mark.backends
 
 REPORT = ("1", "1", "Dusun Kidul", "Jalan berlubang", "1")
 OTHER = "+6289876543210"
@@ -40,8 +44,15 @@ async def rows(gw, sql, *args):
     return await gw.app[store_key].call(lambda s: s.db.execute(sql, args).fetchall())
 
 
-async def limited_gateway(tmp_path, standin, clock=None, **limits):
-    return await Gateway(sms_config(tmp_path / "var", standin, **limits), clock).start()
+async def limited_gateway(tmp_path, standin, clock=None, backend=None, **limits):
+    return await Gateway(sms_config(tmp_path / "var", standin, **limits, **(backend or {})), clock).start()
+
+
+def status_env(tmp_path, backend):
+    """What `kentongan status` in another process needs to find this test's store."""
+    return {"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var"), "PATH": "",
+            **({"KENTONGAN_GATEWAY_DATABASE_URL": backend["gateway__database_url"]}
+               if "gateway__database_url" in backend else {})}
 
 
 async def test_new_sessions_past_the_hourly_limit_end_politely_and_store_nothing(tmp_path, standin, caplog):
@@ -120,11 +131,11 @@ def centre(tmp_path, **limits):
 
 
 async def test_submissions_past_the_daily_limit_are_held_without_sms_and_reach_the_centre_as_review(
-        tmp_path, standin, caplog):
+        tmp_path, standin, caplog, backend):
     async with served(centre(tmp_path)) as url:
         config = sms_config(tmp_path / "var", standin, limits__submissions_per_day=2, gateway__id="desa-a",
                             gateway__ref_prefix="A", sync__secret="secret-a", central__url=url,
-                            sync__interval_seconds=3600)
+                            sync__interval_seconds=3600, **backend)
         gw = await Gateway(config).start()
         try:
             for n in range(2):
@@ -169,14 +180,14 @@ async def test_submissions_past_the_daily_limit_are_held_without_sms_and_reach_t
             await gw.stop()
     shown = subprocess.run([sys.executable, "-m", "gateway", "status", "--json", "--config",
                             str(tmp_path / "var" / "config.yaml")], capture_output=True, text=True,
-                           env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var"), "PATH": ""}, cwd=tmp_path)
+                           env=status_env(tmp_path, backend), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["limits"]["held_submissions"] == 3
     assert our_errors(caplog.records) == []
 
 
-async def test_held_sms_reports_get_one_sms_for_the_first(tmp_path, standin):
-    gw = await limited_gateway(tmp_path, standin, limits__submissions_per_day=1)
+async def test_held_sms_reports_get_one_sms_for_the_first(tmp_path, standin, backend):
+    gw = await limited_gateway(tmp_path, standin, backend=backend, limits__submissions_per_day=1)
     try:
         for n in range(4):
             await sms(gw, f"LAPOR JALAN Sukamaju: lubang besar {n}", f"r{n}")
@@ -190,8 +201,9 @@ async def test_held_sms_reports_get_one_sms_for_the_first(tmp_path, standin):
         await gw.stop()
 
 
-async def test_refusals_are_counted_by_status_in_another_process(tmp_path, standin):
-    gw = await limited_gateway(tmp_path, standin, limits__ussd_sessions_per_hour=1, limits__sms_per_hour=1)
+async def test_refusals_are_counted_by_status_in_another_process(tmp_path, standin, backend):
+    gw = await limited_gateway(tmp_path, standin, backend=backend, limits__ussd_sessions_per_hour=1,
+                               limits__sms_per_hour=1)
     try:
         for n in range(3):
             await gw.hop(f"s{n}", "")
@@ -199,8 +211,7 @@ async def test_refusals_are_counted_by_status_in_another_process(tmp_path, stand
     finally:
         await gw.stop()
     shown = subprocess.run([sys.executable, "-m", "gateway", "status", "--config", str(tmp_path / "var" / "config.yaml")],
-                           capture_output=True, text=True, env={"KENTONGAN_GATEWAY_DATA_DIR": str(tmp_path / "var"),
-                                                                "PATH": ""}, cwd=tmp_path)
+                           capture_output=True, text=True, env=status_env(tmp_path, backend), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "rate limits: 2 USSD sessions refused, 2 SMS refused, 0 submissions held for review" in shown.stdout
 

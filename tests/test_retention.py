@@ -1,13 +1,18 @@
 """Retention in a running gateway: what villagers told is erased once it is at the centre and old enough."""
 
 
+import pytest
+
 from conftest import PHONE, Gateway, MovableClock, eventually, make_config
 from gateway.resources import store_key
 
 
-async def test_retention_serve_erases_acknowledged_submissions_past_the_retention(tmp_path):
+pytestmark = pytest.mark.backends
+
+
+async def test_retention_serve_erases_acknowledged_submissions_past_the_retention(tmp_path, backend):
     clock = MovableClock()
-    config = make_config(tmp_path / "var", privacy__retention_days=30)
+    config = make_config(tmp_path / "var", privacy__retention_days=30, **backend)
     gw = await Gateway(config, clock).start()
     try:
         screens = await gw.dial("s", "1", "1", "Gang Melati Tujuh Belas", "Jalan berlubang", "1")

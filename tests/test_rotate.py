@@ -10,23 +10,26 @@ import time
 
 from conftest import free_port
 from sync.seal import read_keys
+from sync.sql import PgDatabase
 from sync.store import DATABASE_NAME, KEY_FILE_NAME, Store
 from test_cli import kentongan, write_config
 
 DAY = dt.timedelta(days=1)
+SHARED = "copy gateway.key to every machine that serves this PostgreSQL store before starting it\n"
+"""What rotate-key adds on a PostgreSQL store: the other machines need the new key before they serve."""
 
 
 def phone(i):
     return f"+62812{i:07d}"
 
 
-def fill(data_dir, count):
+def fill(data_dir, count, url=""):
     """`count` callers, each with a submission, a USSD session, an SMS in the outbox and an SMS draft;
     the first submission is purged (only its digests are left to find it by)."""
-    store = Store.open(data_dir)
+    store = Store.open(data_dir, database_url=url)
     with store.transaction():
         for i in range(count):
-            store.add_submission({"service": "voter", "ref": store.free_reference("K"), "language": "id",
+            store.add_submission({"service": "voter", "ref": f"K{i:06d}", "language": "id",
                                   "answers": {"nik": f"{i:016d}", "name": f"Warga {i}"},
                                   "unique": {"nik": f"{i:016d}"}}, phone=phone(i), channel="ussd")
             store.save_session(f"session-{i}", phone=phone(i), service_code="*384*1#", state={"step": i},
@@ -34,14 +37,14 @@ def fill(data_dir, count):
             store.outbox.add(phone(i), f"Terima kasih {i}", "confirmation", ttl=DAY)
             store.pending.hold(phone(i), {"text": f"jalan rusak {i}"}, language="id", inbound_id=f"in-{i}",
                                ttl=DAY)
-        store.db.execute("UPDATE submissions SET sync_state = 'synced' WHERE rowid = 1")
+        store.db.execute("UPDATE submissions SET sync_state = 'synced' WHERE ref = 'K000000'")
     store.purge_personal(dt.timedelta(0))
     store.close()
 
 
-def assert_everything_opens(data_dir, count):
+def assert_everything_opens(data_dir, count, url=""):
     """Every value of every kind opens, and every digest still finds its row."""
-    store = Store.open(data_dir)
+    store = Store.open(data_dir, database_url=url)
     try:
         for i in range(count):
             [mine] = store.recent_submissions(phone(i))
@@ -57,8 +60,17 @@ def assert_everything_opens(data_dir, count):
         store.close()
 
 
-def sealed_under(data_dir, generation):
+def sealed_under(data_dir, generation, url=""):
     """How many values in the raw database, in any column of any table, are sealed under `generation`."""
+    if url:
+        db = PgDatabase(url)
+        try:
+            columns = db.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                 "WHERE table_schema = current_schema() AND data_type = 'text'").fetchall()
+            return sum(db.execute(f'SELECT count(*) FROM "{table}" WHERE starts_with("{column}", ?)',
+                                  [f"s{generation}:"]).fetchone()[0] for table, column in columns)
+        finally:
+            db.close()
     with sqlite3.connect(data_dir / DATABASE_NAME) as conn:
         tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         return sum(conn.execute(f'SELECT count(*) FROM "{table}" WHERE "{column[1]}" GLOB ?',
@@ -70,38 +82,42 @@ def generations(data_dir):
     return [generation for generation, _ in read_keys(data_dir / KEY_FILE_NAME).sealing]
 
 
-def store_of(tmp_path, count):
-    write_config(tmp_path, gateway={"port": free_port()})
-    fill(tmp_path / "var", count)
+def store_of(tmp_path, count, url=""):
+    write_config(tmp_path, gateway={"port": free_port(), "database_url": url})
+    fill(tmp_path / "var", count, url)
     return tmp_path / "var"
 
 
-def test_rotate_key_reseals_every_kind_and_deletes_the_old_key(tmp_path):
-    data_dir = store_of(tmp_path, 20)
-    digest_before = Store.open(data_dir).phone_digest(phone(1))
-    assert sealed_under(data_dir, 1) == 20 * 8
+def test_rotate_key_reseals_every_kind_and_deletes_the_old_key(tmp_path, database_url):
+    url = database_url
+    data_dir = store_of(tmp_path, 20, url)
+    digest_before = Store.open(data_dir, database_url=url).phone_digest(phone(1))
+    assert sealed_under(data_dir, 1, url) == 20 * 8
 
     result = kentongan("rotate-key", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"re-sealed {20 * 8} values under key 2; key 1 is gone from gateway.key\n"
-    assert sealed_under(data_dir, 1) == 0 and sealed_under(data_dir, 2) == 20 * 8
+    assert result.stdout == (f"re-sealed {20 * 8} values under key 2; key 1 is gone from gateway.key\n"
+                             + (SHARED if url else ""))
+    assert sealed_under(data_dir, 1, url) == 0 and sealed_under(data_dir, 2, url) == 20 * 8
     assert generations(data_dir) == [2]
     assert (data_dir / KEY_FILE_NAME).stat().st_mode & 0o777 == 0o600
-    assert_everything_opens(data_dir, 20)
-    assert Store.open(data_dir).phone_digest(phone(1)) == digest_before
+    assert_everything_opens(data_dir, 20, url)
+    assert Store.open(data_dir, database_url=url).phone_digest(phone(1)) == digest_before
 
 
-def test_rotate_key_twice_rotates_again(tmp_path):
-    data_dir = store_of(tmp_path, 5)
+def test_rotate_key_twice_rotates_again(tmp_path, database_url):
+    url = database_url
+    data_dir = store_of(tmp_path, 5, url)
     assert kentongan("rotate-key", cwd=tmp_path).returncode == 0
 
     result = kentongan("rotate-key", cwd=tmp_path)
 
-    assert result.stdout == f"re-sealed {5 * 8} values under key 3; key 2 is gone from gateway.key\n"
+    assert result.stdout == (f"re-sealed {5 * 8} values under key 3; key 2 is gone from gateway.key\n"
+                             + (SHARED if url else ""))
     assert generations(data_dir) == [3]
-    assert sealed_under(data_dir, 2) == 0 and sealed_under(data_dir, 3) == 5 * 8
-    assert_everything_opens(data_dir, 5)
+    assert sealed_under(data_dir, 2, url) == 0 and sealed_under(data_dir, 3, url) == 5 * 8
+    assert_everything_opens(data_dir, 5, url)
 
 
 def test_rotate_key_killed_midway_leaves_every_value_open_and_a_rerun_finishes(tmp_path):
@@ -149,15 +165,16 @@ def test_rotate_key_refuses_while_something_answers_on_the_gateway_port(tmp_path
     assert generations(tmp_path / "var") == [1] and sealed_under(tmp_path / "var", 1) == 2 * 8
 
 
-def test_rotate_key_leaves_a_look_alike_value_as_it_is(tmp_path):
+def test_rotate_key_leaves_a_look_alike_value_as_it_is(tmp_path, database_url):
     """An SMS id is the provider's text: one that looks sealed is not re-sealed, and does not stop the rotation."""
-    data_dir = store_of(tmp_path, 1)
-    store = Store.open(data_dir)
+    url = database_url
+    data_dir = store_of(tmp_path, 1, url)
+    store = Store.open(data_dir, database_url=url)
     store.record_inbound("s1:QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", phone(0))
     store.close()
 
     result = kentongan("rotate-key", cwd=tmp_path)
 
     assert result.stdout == ("re-sealed 8 values under key 2; key 1 is gone from gateway.key; 1 values that "
-                             "look sealed but do not open left as they are\n")
-    assert not Store.open(data_dir).record_inbound("s1:QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", phone(0))
+                             "look sealed but do not open left as they are\n" + (SHARED if url else ""))
+    assert not Store.open(data_dir, database_url=url).record_inbound("s1:QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", phone(0))

@@ -8,6 +8,9 @@ import pytest
 from conftest import PHONE, Gateway, eventually, sms_config
 from gateway.resources import store_key
 
+
+pytestmark = pytest.mark.backends
+
 NIK = "3201234567890123"
 OTHER = "+254711082300"
 
@@ -98,10 +101,10 @@ async def test_sms_confirmation_in_callers_language(sms_gateway, standin):
     assert standin.bodies() == [f"Kentongan: Ripoti ya tatizo imepokelewa, kumbukumbu {ref}. Kwa hali yake tuma HALI {ref}"]
 
 
-async def test_sms_provider_failures_delay_but_never_lose_or_double(tmp_path, standin):
+async def test_sms_provider_failures_delay_but_never_lose_or_double(tmp_path, standin, backend):
     # "timeout": no answer until released, long after the gateway gave up waiting (2 s) and tried again.
     standin.plan = ["500", "timeout", "500", "html", "timeout", "500"]
-    gw = await Gateway(sms_config(tmp_path, standin, sms__timeout_seconds=2)).start()
+    gw = await Gateway(sms_config(tmp_path, standin, sms__timeout_seconds=2, **backend)).start()
     try:
         refs = [await report_by_ussd(gw, f"s{n}", phone=f"+62812345678{n}0") for n in range(3)]
         await sent(gw, 3)
@@ -143,9 +146,9 @@ async def test_sms_insufficient_balance_is_retried(sms_gateway, standin):
     assert len(standin.received) == 3 and await state_of_first(sms_gateway) == "sent"
 
 
-async def test_sms_gives_up_after_max_attempts(tmp_path, standin):
+async def test_sms_gives_up_after_max_attempts(tmp_path, standin, backend):
     standin.plan = ["500"] * 10
-    gw = await Gateway(sms_config(tmp_path, standin, sms__max_attempts=3)).start()
+    gw = await Gateway(sms_config(tmp_path, standin, sms__max_attempts=3, **backend)).start()
     try:
         await report_by_ussd(gw)
         await eventually(lambda: state_of_first_is(gw, "dead"))
@@ -156,10 +159,10 @@ async def test_sms_gives_up_after_max_attempts(tmp_path, standin):
         await gw.stop()
 
 
-async def test_sms_stale_message_expires_instead_of_sending(tmp_path, standin):
+async def test_sms_stale_message_expires_instead_of_sending(tmp_path, standin, backend):
     # One failed attempt, then the next one is due in half an hour or more: nothing is in flight.
     standin.plan = ["500"]
-    gw = await Gateway(sms_config(tmp_path, standin, sms__retry_seconds=3600)).start()
+    gw = await Gateway(sms_config(tmp_path, standin, sms__retry_seconds=3600, **backend)).start()
     try:
         await report_by_ussd(gw)
         await eventually(lambda: first_is_waiting_to_retry(gw))
@@ -227,8 +230,8 @@ async def test_sms_from_a_sender_name_or_short_code_is_dropped_with_200(sms_gate
     assert (status, body) == (200, "OK")
 
 
-async def test_sms_reply_to_a_premium_message_goes_back_through_its_link(tmp_path, standin):
-    gw = await Gateway(sms_config(tmp_path, standin, sms__africastalking__keyword=standin.keyword)).start()
+async def test_sms_reply_to_a_premium_message_goes_back_through_its_link(tmp_path, standin, backend):
+    gw = await Gateway(sms_config(tmp_path, standin, sms__africastalking__keyword=standin.keyword, **backend)).start()
     try:
         premium = {"to": standin.short_code}
         status = await reply_to(gw, standin, "CEK", linkId="SampleLinkId123", **premium)

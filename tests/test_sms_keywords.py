@@ -9,6 +9,9 @@ from gateway.resources import engine_key, rules_key, store_key
 from gateway.turn import change_status
 from test_sms import after_everything_queued_so_far, outbox, report_by_ussd, reply_to, sent, sms
 
+
+pytestmark = pytest.mark.backends
+
 OTHER = "+254711082300"
 LANG_OF = {"CEK": "id", "STATUS": "en", "HALI": "sw"}
 RECEIVED = {"id": "Diterima", "en": "Received", "sw": "Imepokelewa"}

@@ -9,6 +9,9 @@ from gateway.resources import store_key
 from test_sms import outbox, reply_to
 from test_sms_keywords import submissions
 
+
+pytestmark = pytest.mark.backends
+
 ASK = "Kentongan: Di mana tempatnya? Balas SMS ini dengan nama tempat saja, contoh: Sukamaju RT 02. " \
       "Laporan Anda menunggu {minutes} menit."
 HELP = "Kentongan: CEK <kode>"
@@ -27,9 +30,9 @@ async def waiting(gateway):
 
 
 @pytest.fixture
-async def short_wait(tmp_path, standin, clock):
+async def short_wait(tmp_path, standin, clock, backend):
     """A gateway whose SMS reports wait 5 minutes for their place."""
-    gw = await Gateway(sms_config(tmp_path / "var", standin, sms__pending_minutes=5), clock).start()
+    gw = await Gateway(sms_config(tmp_path / "var", standin, sms__pending_minutes=5, **backend), clock).start()
     yield gw
     await gw.stop()
 

@@ -1,16 +1,17 @@
 """The local store: transactions, sealing, references, claims."""
 
 import datetime as dt
-import sqlite3
+import threading
+import time
 
 import pytest
 
 from conftest import MovableClock
-from sync.database import REFERENCE_DRAWS
+from sync.accounts import LOCK_AFTER
+from sync.database import REFERENCE_DRAWS, IntegrityError
 from sync.errors import AlreadyClaimed, KeyFileError, NoFreeReference
 from sync.reference import ALPHABET, check_prefix, new_reference
-from sync.seal import Sealer
-from sync.store import DATABASE_NAME, KEY_FILE_NAME, MIGRATIONS as STORE_MIGRATIONS, Store
+from sync.store import KEY_FILE_NAME, MIGRATIONS as STORE_MIGRATIONS, Store
 from test_accounts import add_as_of_old
 
 SUB = {"service": "voter", "ref": "K7ABCDE", "language": "id", "unique": {"nik": "3201234567890123"},
@@ -18,8 +19,8 @@ SUB = {"service": "voter", "ref": "K7ABCDE", "language": "id", "unique": {"nik":
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store.open(tmp_path)
+def store(tmp_path, database_url):
+    store = Store.open(tmp_path, database_url=database_url)
     yield store
     store.close()
 
@@ -33,12 +34,14 @@ def test_store_submission_round_trip(store):
 
 
 def test_store_uses_wal(store):
+    if store.postgres:
+        pytest.skip("SQLite's journal: PostgreSQL has its own write-ahead log")
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_store_duplicate_reference_and_claim_keep_nothing(store):
     store.add_submission(SUB, phone="+6281234567890", channel="ussd")
-    with pytest.raises(sqlite3.IntegrityError):  # references come from free_reference, never twice
+    with pytest.raises(IntegrityError):  # references come from free_reference, never twice
         store.add_submission({**SUB, "unique": {}}, phone="+62812", channel="ussd")
     with pytest.raises(AlreadyClaimed):
         store.add_submission({**SUB, "ref": "K7BBBBB"}, phone="+6281234567890", channel="ussd")
@@ -84,15 +87,15 @@ def test_store_transaction_rolls_back_everything(store):
     assert not store.taken("voter", "nik", "3201234567890123", "+6281234567890")
 
 
-def test_store_reopens_with_its_key_and_refuses_another(tmp_path):
-    store = Store.open(tmp_path)
+def test_store_reopens_with_its_key_and_refuses_another(tmp_path, database_url):
+    store = Store.open(tmp_path, database_url=database_url)
     store.add_submission(SUB, phone="+6281234567890", channel="ussd")
     store.close()
-    again = Store.open(tmp_path)
+    again = Store.open(tmp_path, database_url=database_url)
     assert again.submission("K7ABCDE")["answers"]["name"] == "Siti Aminah"
     again.close()
     (tmp_path / KEY_FILE_NAME).write_bytes(b"x" * 64)
-    other = Store.open(tmp_path)
+    other = Store.open(tmp_path, database_url=database_url)
     with pytest.raises(KeyFileError, match="another key"):
         other.submission("K7ABCDE")
     other.close()
@@ -103,9 +106,9 @@ def test_store_key_file_is_private(tmp_path):
     assert (tmp_path / KEY_FILE_NAME).stat().st_mode & 0o777 == 0o600
 
 
-def test_store_recent_is_per_phone_and_newest_first(tmp_path):
+def test_store_recent_is_per_phone_and_newest_first(tmp_path, database_url):
     clock = iter(dt.datetime(2026, 11, day, tzinfo=dt.timezone.utc) for day in range(1, 20))
-    store = Store(tmp_path / DATABASE_NAME, Sealer.from_key_file(tmp_path / KEY_FILE_NAME), lambda: next(clock))
+    store = Store.open(tmp_path, lambda: next(clock), database_url)
     for n in range(3):
         store.add_submission({**SUB, "ref": f"K7AAAA{n + 2}", "unique": {}}, phone="+6281234567890", channel="ussd")
     store.add_submission({**SUB, "ref": "K7ZZZZZ", "unique": {}}, phone="+254711082300", channel="ussd")
@@ -115,9 +118,9 @@ def test_store_recent_is_per_phone_and_newest_first(tmp_path):
     store.close()
 
 
-def test_store_purges_old_sessions(tmp_path):
+def test_store_purges_old_sessions(tmp_path, database_url):
     now = [dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)]
-    store = Store(tmp_path / DATABASE_NAME, Sealer.from_key_file(tmp_path / KEY_FILE_NAME), lambda: now[0])
+    store = Store.open(tmp_path, lambda: now[0], database_url)
     store.save_session("old", phone="+62", service_code="*1#", state={}, history="", response="CON x",
                        done=False, resumable=True)
     now[0] += dt.timedelta(hours=30)
@@ -137,9 +140,9 @@ def test_reference_shape():
     assert not set("01ILO") & set(ALPHABET)
 
 
-def test_store_inbound_ids_are_remembered_then_forgotten(tmp_path):
+def test_store_inbound_ids_are_remembered_then_forgotten(tmp_path, database_url):
     now = [dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)]
-    store = Store(tmp_path / DATABASE_NAME, Sealer.from_key_file(tmp_path / KEY_FILE_NAME), lambda: now[0])
+    store = Store.open(tmp_path, lambda: now[0], database_url)
     assert store.record_inbound("ATXid_1", "+6281234567890")
     assert not store.record_inbound("ATXid_1", "+6281234567890")
     now[0] += dt.timedelta(days=8)
@@ -148,8 +151,8 @@ def test_store_inbound_ids_are_remembered_then_forgotten(tmp_path):
     store.close()
 
 
-def test_store_status_change(tmp_path):
-    store = Store.open(tmp_path)
+def test_store_status_change(tmp_path, database_url):
+    store = Store.open(tmp_path, database_url=database_url)
     store.add_submission(SUB, phone="+6281234567890", channel="ussd")
     changed = store.set_status("K7ABCDE", "in_progress")
     assert changed == {"phone": "+6281234567890", "language": "id", "service": "voter", "previous": "received"}
@@ -160,9 +163,9 @@ def test_store_status_change(tmp_path):
     store.close()
 
 
-def test_store_purge_personal_erases_only_acknowledged_old_submissions(tmp_path):
+def test_store_purge_personal_erases_only_acknowledged_old_submissions(tmp_path, database_url):
     clock = MovableClock()
-    store = Store.open(tmp_path, clock)
+    store = Store.open(tmp_path, clock, database_url)
     try:
         old = store.add_submission(SUB, phone="+6281234567890", channel="ussd", session_id="s1")
         store.add_submission({**SUB, "ref": "K7BBBBB", "unique": {}}, phone="+6281234567890", channel="ussd")
@@ -185,9 +188,9 @@ def test_store_purge_personal_erases_only_acknowledged_old_submissions(tmp_path)
         store.close()
 
 
-def test_store_history_keeps_every_status_and_note_in_order(tmp_path):
+def test_store_history_keeps_every_status_and_note_in_order(tmp_path, database_url):
     clock = MovableClock()
-    store = Store.open(tmp_path, clock)
+    store = Store.open(tmp_path, clock, database_url)
     try:
         store.add_submission(SUB, phone="+6281234567890", channel="ussd")
         clock.advance(hours=1)
@@ -219,3 +222,121 @@ def test_store_history_of_submissions_stored_before_it_existed(tmp_path):
         assert store.submission("K7AAAAA")["operator"] is None
     finally:
         store.close()
+
+
+# -- two processes sharing one store (workers, machines on one PostgreSQL) --------------------------------
+
+class Racing:
+    """Store `other` runs `fn(other)` in a thread while `first` holds a transaction open, the way a second worker
+    runs the same statement while the first has not committed yet; `result()` is what it returned."""
+
+    def __init__(self, first: Store, other: Store):
+        self.first, self.other = first, other
+        self.pid = other.db.execute("SELECT pg_backend_pid()").fetchone()[0] if other.postgres else None
+
+    def run(self, hold, fn):
+        outcome = {}
+
+        def second():
+            try:
+                outcome["value"] = fn(self.other)
+            except Exception as error:  # handed to the test, which asserts on it
+                outcome["error"] = error
+
+        with self.first.transaction():
+            hold(self.first)
+            thread = threading.Thread(target=second)
+            thread.start()
+            if self.pid is not None:  # the second one must really wait for the first's row, not run after it
+                waiting = "SELECT cardinality(pg_blocking_pids(?)) > 0"
+                wait_until(lambda: self.first.db.execute(waiting, [self.pid]).fetchone()[0])
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+
+def wait_until(check, timeout=15.0):
+    """`eventually` for a synchronous test: poll `check()` until it is true, within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def two(tmp_path, database_url):
+    first = Store.open(tmp_path, database_url=database_url)
+    other = Store.open(tmp_path, database_url=database_url)
+    yield Racing(first, other)
+    other.close()
+    first.close()
+
+
+def test_two_stores_take_one_redelivered_sms_once(two):
+    won = two.run(lambda s: s.record_inbound("ATXid_9", "+6281234567890"),
+                  lambda s: s.record_inbound("ATXid_9", "+6281234567890"))
+    assert won is False
+    assert two.other.purge_inbound(dt.timedelta(days=-1)) == 1  # one row, whoever stored it
+
+
+def test_two_stores_claim_a_unique_answer_once_for_one_phone(two):
+    def add(store, ref, phone):
+        return store.add_submission({**SUB, "ref": ref}, phone=phone, channel="ussd")
+
+    with pytest.raises(AlreadyClaimed):
+        two.run(lambda s: add(s, "K7AAAAA", "+6281234567890"), lambda s: add(s, "K7BBBBB", "+6281234567890"))
+    assert two.other.submission("K7BBBBB") is None  # nothing of the refused one is kept
+    assert two.other.taken("voter", "nik", SUB["answers"]["nik"], "+6281234567890")
+
+
+def test_two_stores_store_both_phones_of_one_unique_answer_and_the_first_holds_it(two):
+    def add(store, ref, phone):
+        return store.add_submission({**SUB, "ref": ref}, phone=phone, channel="ussd")
+
+    # Not refused, not told (see add_submission): the central backend holds the second for staff review.
+    two.run(lambda s: add(s, "K7AAAAA", "+6281234567890"), lambda s: add(s, "K7BBBBB", "+6285550001111"))
+    assert two.other.counts()["submissions"]["total"] == 2
+    assert two.other.taken("voter", "nik", SUB["answers"]["nik"], "+6281234567890")
+    assert not two.other.taken("voter", "nik", SUB["answers"]["nik"], "+6285550001111")
+
+
+def test_two_stores_never_store_one_reference_twice(two):
+    def add(store, phone):
+        return store.add_submission({**SUB, "unique": {}}, phone=phone, channel="ussd")
+
+    with pytest.raises(IntegrityError):
+        two.run(lambda s: add(s, "+6281234567890"), lambda s: add(s, "+6285550001111"))
+    assert two.other.counts()["submissions"]["total"] == 1
+
+
+def test_two_stores_count_together(two):
+    two.run(lambda s: s.count_meta("held_submissions"), lambda s: s.count_meta("held_submissions"))
+    assert two.other.meta("held_submissions") == "2"
+
+
+def test_two_stores_lose_no_failed_sign_in(two):
+    for _ in range(LOCK_AFTER - 2):
+        two.first.accounts.record_failure("ani")
+    lock = two.run(lambda s: s.accounts.record_failure("ani"), lambda s: s.accounts.record_failure("Ani"))
+    assert lock > 0 and two.first.accounts.locked_for("ani") > 0  # the LOCK_AFTERth failure locked it
+
+
+def test_two_stores_hand_one_sms_to_the_provider_once(two):
+    queued = two.first.outbox.add("+6281234567890", "Terima kasih", "confirmation", ttl=dt.timedelta(hours=1))
+    first = []
+    second = two.run(lambda s: first.append(s.outbox.begin(queued["id"])), lambda s: s.outbox.begin(queued["id"]))
+    assert first[0]["send_id"] == f"{queued['id']}-1" and second is None  # the second sender finds it taken
+
+
+def test_two_stores_never_move_a_delivered_sms_back(two):
+    queued = two.first.outbox.add("+6281234567890", "Terima kasih", "confirmation", ttl=dt.timedelta(hours=1))
+    two.first.outbox.begin(queued["id"])
+    two.first.outbox.sent(queued["id"], "ATPid_1", "Success")
+    # Success and a late Buffered report for one SMS reach two workers at once.
+    late = two.run(lambda s: s.outbox.report("ATPid_1", "Success", None),
+                   lambda s: s.outbox.report("ATPid_1", "Buffered", None))
+    assert late == "delivered"
+    assert two.other.outbox.messages()[0]["state"] == "delivered"

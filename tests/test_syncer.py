@@ -12,9 +12,13 @@ from gateway.resources import Rules
 from gateway.syncer import REFUSED_RETRY_SECONDS, Syncer
 from gateway.turn import submit
 from sync.central import CentralConfig, create_central_app
+from sync.database import utc_now
 from sync.errors import Refused
 from sync.store import Store
 from sync.thread import StoreThread
+
+
+pytestmark = pytest.mark.backends
 
 SECRET = "the-right-secret"
 INTERVAL = 1.0
@@ -52,8 +56,8 @@ def central(data_dir, engine, port):
 
 
 @pytest.fixture
-async def store(tmp_path, engine):
-    thread = await StoreThread.open(Store.open, tmp_path / "gw")
+async def store(tmp_path, engine, backend):
+    thread = await StoreThread.open(Store.open, tmp_path / "gw", utc_now, backend.get("gateway__database_url", ""))
     report = {"service": "report", "language": "id", "unique": {},
               "answers": {"category": "road", "location": "Dusun Kidul", "description": "Jalan berlubang"}}
     await thread.call(lambda s: submit(s, engine, RULES, report, phone=PHONE, channel="ussd"))
