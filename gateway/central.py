@@ -41,6 +41,7 @@ def central_config(config: Config, engine: Engine) -> CentralConfig:
     own = {config["gateway.id"]: config["sync.secret"]} if config["sync.secret"] else {}
     return CentralConfig(
         data_dir=config.data_dir,
+        database_url=config["central.database_url"],
         staff_token=config["central.staff_token"],
         forms=forms,
         open311_services=config["central.open311_services"],

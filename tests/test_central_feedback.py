@@ -4,6 +4,7 @@ import datetime as dt
 import functools
 
 import aiohttp
+import pytest
 
 from conftest import MovableClock, served
 from flows import Engine
@@ -14,6 +15,8 @@ from sync.protocol import BATCH_PATH, BATCH_TYPE, QUIET, check_answer, encode_ba
 
 SECRET = "secret-of-a"
 START = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.timezone.utc)
+
+pytestmark = pytest.mark.central_backends
 
 
 @functools.cache
@@ -44,10 +47,10 @@ async def send(url: str, items: list, feedback: list | None) -> dict:
             return await response.json()
 
 
-async def test_feedback_accepted_once_duplicate_late_unknown_and_not_fixed_reopens(tmp_path):
+async def test_feedback_accepted_once_duplicate_late_unknown_and_not_fixed_reopens(tmp_path, central_db):
     clock = MovableClock(START)
     config = CentralConfig(tmp_path, "", engine().forms("en"), gateways={"desa-a": SECRET}, prefixes={"desa-a": "A"},
-                           clock=clock, rating_days=14)
+                           clock=clock, rating_days=14, database_url=central_db)
     app = create_central_app(config)
     async with served(app) as url:
         answered = await send(url, [submission(n) for n in (1, 2, 3, 4)], None)

@@ -20,6 +20,8 @@ from sync.central import CentralConfig, CentralStore, create_central_app
 from sync.central.store import MIGRATIONS
 from sync.client import SyncClient
 
+pytestmark = pytest.mark.central_backends
+
 STAFF = "staff-token"
 SECRETS = {"desa-a": "secret-of-a", "desa-b": "secret-of-b"}
 PREFIXES = {"desa-a": "A", "desa-b": "B"}
@@ -34,11 +36,11 @@ def engine():
     return Engine.load(root / "menus", root / "locale", ["id", "en", "sw"], "id")
 
 
-def centre_app(data_dir, clock=None):
+def centre_app(data_dir, clock=None, database_url=""):
     """The central backend as `kentongan` makes it: the menus' forms, and the catalogs to render notices."""
     return create_central_app(CentralConfig(data_dir, STAFF, engine().forms("en"), gateways=SECRETS,
                                             prefixes=PREFIXES, clock=clock or MovableClock(),
-                                            notice=notice_renderer(engine())))
+                                            notice=notice_renderer(engine()), database_url=database_url))
 
 
 async def field_gateway(tmp_path, gateway_id, central_url):
@@ -91,8 +93,9 @@ async def notices(gw, phone):
     return [row["body"] for row in rows if row["kind"] == "notice"]
 
 
-async def test_review_second_registration_at_another_gateway_is_held_and_both_phones_hear(tmp_path):
-    async with served(centre_app(tmp_path / "central")) as url, two_gateways(tmp_path, url) as (a, b):
+async def test_review_second_registration_at_another_gateway_is_held_and_both_phones_hear(tmp_path, central_db):
+    async with served(centre_app(tmp_path / "central", database_url=central_db)) as url, \
+            two_gateways(tmp_path, url) as (a, b):
         first, told_a = await register(a, "a1", PHONE_A)
         assert (await a.app[syncer_key].round()).accepted == 1
         second, told_b = await register(b, "b1", PHONE_B)
@@ -129,13 +132,13 @@ async def test_review_second_registration_at_another_gateway_is_held_and_both_ph
         assert (again.updates, again.notices) == (0, 0) and len(await notices(a, PHONE_A)) == 1
 
 
-async def test_review_two_registrations_offline_at_both_gateways_the_later_arrival_is_held(tmp_path):
+async def test_review_two_registrations_offline_at_both_gateways_the_later_arrival_is_held(tmp_path, central_db):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     async with two_gateways(tmp_path, url) as (a, b):  # the central backend is not up: their first rounds fail
         from_a, _ = await register(a, "a1", PHONE_A)
         from_b, _ = await register(b, "b1", PHONE_B)
-        async with served(centre_app(tmp_path / "central"), port):
+        async with served(centre_app(tmp_path / "central", database_url=central_db), port):
             await b.app[syncer_key].round()  # B's link comes back first
             await a.app[syncer_key].round()
             held = (await staff(url, "GET", "/api/v1/submissions?status=review"))[1]["submissions"]
@@ -154,8 +157,9 @@ async def test_review_two_registrations_offline_at_both_gateways_the_later_arriv
             assert len(told_b) == 1 and "pendaftaran lain dengan NIK" in told_b[0]
 
 
-async def test_review_same_answer_notice_respects_stop_and_each_phone_hears_in_its_language(tmp_path):
-    async with served(centre_app(tmp_path / "central")) as url, two_gateways(tmp_path, url) as (a, b):
+async def test_review_same_answer_notice_respects_stop_and_each_phone_hears_in_its_language(tmp_path, central_db):
+    async with served(centre_app(tmp_path / "central", database_url=central_db)) as url, \
+            two_gateways(tmp_path, url) as (a, b):
         first, _ = await register(a, "a1", PHONE_A)
         await a.app[syncer_key].round()
         second, _ = await register(b, "b1", PHONE_B)
@@ -204,8 +208,8 @@ def test_review_existing_duplicates_are_held_when_the_centre_first_claims_them(t
 
 
 @pytest.mark.parametrize("length, shortened", [(60, False), (150, True)])
-async def test_review_patch_tells_staff_what_the_sms_will_carry(tmp_path, length, shortened):
-    async with served(centre_app(tmp_path / "central")) as url:
+async def test_review_patch_tells_staff_what_the_sms_will_carry(tmp_path, length, shortened, central_db):
+    async with served(centre_app(tmp_path / "central", database_url=central_db)) as url:
         a = await field_gateway(tmp_path, "desa-a", url)
         try:
             ref, _ = await register(a, "a1", PHONE_A)
@@ -225,8 +229,8 @@ async def test_review_patch_tells_staff_what_the_sms_will_carry(tmp_path, length
             await a.stop()
 
 
-async def test_review_patch_refuses_a_note_past_the_limit_and_names_it(tmp_path):
-    async with served(centre_app(tmp_path / "central")) as url:
+async def test_review_patch_refuses_a_note_past_the_limit_and_names_it(tmp_path, central_db):
+    async with served(centre_app(tmp_path / "central", database_url=central_db)) as url:
         status, text = await staff(url, "PATCH", "/api/v1/submissions/AAAAA2",
                                    json={"status": "resolved", "note": "x" * 501})
         assert status == 400 and text == "note must be text of at most 500 characters (this one has 501)"

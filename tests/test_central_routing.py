@@ -16,6 +16,8 @@ from sync.central.routing import Routing, Rule, Target, rules, targets
 from sync.central.store import MIGRATIONS, Changed
 from sync.protocol import QUIET
 
+pytestmark = pytest.mark.central_backends
+
 START = dt.datetime(2026, 11, 2, 8, 0, tzinfo=dt.timezone.utc)
 RULES = (Rule("report", "road", "*", "Dinas PU"), Rule("report", "*", "sukamaju*", "Kecamatan Sukamaju"),
          Rule("voter", "*", "*", "Disdukcapil"))
@@ -28,10 +30,10 @@ def engine():
     return Engine.load(root / "menus", root / "locale", ["id", "en", "sw"], "id")
 
 
-def open_store(tmp_path, clock) -> CentralStore:
+def open_store(tmp_path, clock, url="") -> CentralStore:
     config = CentralConfig(tmp_path, "", engine().forms("en"), gateways={"desa-a": "secret"}, prefixes={"desa-a": "A"},
                            clock=clock, routing=RULES, targets=TARGETS, default_agency="Kantor Desa",
-                           notice=notice_renderer(engine()))
+                           notice=notice_renderer(engine()), database_url=url)
     return config.open_store()
 
 
@@ -84,8 +86,8 @@ def test_config_names_a_rule_that_can_never_match(tmp_path):
         central_config(config, engine())
 
 
-def test_ingest_routes_and_sets_the_deadline_from_targets(tmp_path):
-    store = open_store(tmp_path, MovableClock(START))
+def test_ingest_routes_and_sets_the_deadline_from_targets(tmp_path, central_db):
+    store = open_store(tmp_path, MovableClock(START), central_db)
     try:
         store.ingest("desa-a", [item(1, "road", "Cibodas"), item(2, "garbage", "sukamaju kidul"),
                                 item(3, None, "Cibodas", service="voter")])
@@ -102,9 +104,9 @@ def test_ingest_routes_and_sets_the_deadline_from_targets(tmp_path):
         store.close()
 
 
-def test_overdue_after_the_clock_moves_and_escalated_once(tmp_path):
+def test_overdue_after_the_clock_moves_and_escalated_once(tmp_path, central_db):
     clock = MovableClock(START)
-    store = open_store(tmp_path, clock)
+    store = open_store(tmp_path, clock, central_db)
     try:
         store.ingest("desa-a", [item(1, "road", "Cibodas"), item(2, "garbage", "Cibodas"),
                                 item(3, "water", "Cibodas")])
@@ -129,8 +131,8 @@ def test_overdue_after_the_clock_moves_and_escalated_once(tmp_path):
         store.close()
 
 
-def test_change_and_reassign_write_history_and_refuse_stale_expected(tmp_path):
-    store = open_store(tmp_path, MovableClock(START))
+def test_change_and_reassign_write_history_and_refuse_stale_expected(tmp_path, central_db):
+    store = open_store(tmp_path, MovableClock(START), central_db)
     try:
         store.ingest("desa-a", [item(1, "road", "Cibodas")])
         seen = store.submission("AAAA01")["updated_at"]

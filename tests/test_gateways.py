@@ -31,6 +31,8 @@ REPORT = {"service": "report", "language": "id", "unique": {},
 OWN_PREFIX = "kentongan: config error: gateway.ref_prefix: Z is the central backend's own reference prefix " \
              "(central.ref_prefix)"
 
+pytestmark = pytest.mark.central_backends
+
 
 @functools.cache
 def engine():
@@ -72,9 +74,10 @@ def item(ref, n=1):
             "phone": P1, "language": "id", "created_at": "2026-11-28T10:00:00+00:00"}
 
 
-async def test_gateways_add_assigns_a_free_prefix_refuses_to_overwrite_and_rotates_with_grace(tmp_path):
+async def test_gateways_add_assigns_a_free_prefix_refuses_to_overwrite_and_rotates_with_grace(tmp_path, central_db):
     home = tmp_path / "centre"
-    write_config(home, gateway={"id": "demo"}, sync={"secret": "demo-secret"})  # demo has prefix K
+    write_config(home, gateway={"id": "demo"}, sync={"secret": "demo-secret"},  # demo has prefix K
+                 central={"database_url": central_db})
     code, out, err = await kentongan(home, "central", "gateway", "add", "desa-2")
     assert code == 0, err
     assert out.splitlines()[:2] == ["gateway desa-2 registered.", "Put these in that gateway's config:"]
@@ -95,7 +98,7 @@ async def test_gateways_add_assigns_a_free_prefix_refuses_to_overwrite_and_rotat
     assert told(out)["gateway.ref_prefix"] == "C2"
 
     clock = MovableClock()
-    async with served(centre_app(home / "var", clock)) as url:
+    async with served(centre_app(home / "var", clock, database_url=central_db)) as url:
         assert await pull(url, "desa-2", secret) == "ok"  # the second add changed nothing
         code, out, err = await kentongan(home, "central", "gateway", "add", "desa-2", "--rotate")
         assert code == 0, err
@@ -117,9 +120,9 @@ async def test_gateways_add_assigns_a_free_prefix_refuses_to_overwrite_and_rotat
                                       "is registered")
 
 
-async def test_gateways_a_config_never_overwrites_a_registered_secret_and_says_so_once(tmp_path):
+async def test_gateways_a_config_never_overwrites_a_registered_secret_and_says_so_once(tmp_path, central_db):
     home = tmp_path / "centre"
-    write_config(home, gateway={"id": "demo"}, sync={"secret": "first-secret"})
+    write_config(home, gateway={"id": "demo"}, sync={"secret": "first-secret"}, central={"database_url": central_db})
     code, _, err = await kentongan(home, "central", "gateway", "list")  # registers the config's own gateway
     assert (code, err) == (0, "")
     code, out, err = await kentongan(home, "central", "gateway", "add", "desa-2",
@@ -130,7 +133,7 @@ async def test_gateways_a_config_never_overwrites_a_registered_secret_and_says_s
     assert ("gateway demo: the configured sync secret is not the one registered at the central backend; "
             "the registered one stays") in warnings[0]
     assert "first-secret" not in err and "second-secret" not in err
-    async with served(centre_app(home / "var")) as url:
+    async with served(centre_app(home / "var", database_url=central_db)) as url:
         assert await pull(url, "demo", "first-secret") == "ok"
         assert await pull(url, "demo", "second-secret") == "wrong-secret"
     code, out, err = await kentongan(home, "central", "gateway", "list", env={"KENTONGAN_GATEWAY_REF_PREFIX": "M"})
@@ -140,10 +143,10 @@ async def test_gateways_a_config_never_overwrites_a_registered_secret_and_says_s
         "registered one stays, and references with another prefix are refused"]
 
 
-async def test_gateways_a_config_prefix_that_is_not_free_stops_with_one_line(tmp_path):
+async def test_gateways_a_config_prefix_that_is_not_free_stops_with_one_line(tmp_path, central_db):
     home = tmp_path / "centre"
     write_config(home, gateway={"id": "demo", "ref_prefix": "Z"}, sync={"secret": "s"},
-                 central={"port": free_port()})
+                 central={"port": free_port(), "database_url": central_db})
     for command in (("central", "gateway", "list"), ("central", "serve")):
         code, _, err = await kentongan(home, *command)
         assert (code, err.strip().splitlines()[-1]) == (2, OWN_PREFIX), command
@@ -156,10 +159,10 @@ async def test_gateways_a_config_prefix_that_is_not_free_stops_with_one_line(tmp
                                       "gateway desa-2")
 
 
-async def test_gateways_a_gateway_on_another_prefix_is_refused_per_item_and_says_so_in_status(tmp_path):
+async def test_gateways_a_gateway_on_another_prefix_is_refused_per_item_and_says_so_in_status(tmp_path, central_db):
     secrets = {"desa-1": "secret-1", "desa-2": "secret-2"}
     async with served(centre_app(tmp_path / "central", gateways=secrets,
-                                 prefixes={"desa-1": "K", "desa-2": "A"})) as url:
+                                 prefixes={"desa-1": "K", "desa-2": "A"}, database_url=central_db)) as url:
         homes, gateways = {}, {}
         # desa-2 was set up with the centre's own prefix, as in the field report.
         for gateway_id, prefix in (("desa-1", "K"), ("desa-2", "Z")):
@@ -198,7 +201,8 @@ async def test_gateways_a_gateway_on_another_prefix_is_refused_per_item_and_says
                 await gw.stop()
 
 
-async def test_gateways_sync_counts_notices_kept_back_by_stop_and_status_forgets_an_old_error(tmp_path):
+async def test_gateways_sync_counts_notices_kept_back_by_stop_and_status_forgets_an_old_error(tmp_path,
+                                                                                               central_db):
     port = free_port()
     home = tmp_path / "gateway"
     path = write_config(home, gateway={"id": "desa-1"}, sync={"secret": "s"},
@@ -214,8 +218,8 @@ async def test_gateways_sync_counts_notices_kept_back_by_stop_and_status_forgets
     _, status, _ = await kentongan(home, "status")
     assert "sync: last error at 20" in status and "central backend unreachable" in status
 
-    async with served(centre_app(tmp_path / "central", gateways={"desa-1": "s"}, prefixes={"desa-1": "K"}),
-                      port) as url:
+    async with served(centre_app(tmp_path / "central", gateways={"desa-1": "s"}, prefixes={"desa-1": "K"},
+                                 database_url=central_db), port) as url:
         code, out, err = await kentongan(home, "sync")
         assert code == 0, err
         assert "pushed 2 (2 new, 0 already there, 0 rejected)" in out
@@ -253,9 +257,9 @@ async def test_gateways_registered_before_prefixes_are_refused_until_given_one(t
         assert ([r["result"] for r in pushed.results], pushed.prefix) == (["accepted"], "Q")
 
 
-def test_gateways_a_file_sealed_with_the_previous_secret_is_taken_during_the_grace_period(tmp_path):
+def test_gateways_a_file_sealed_with_the_previous_secret_is_taken_during_the_grace_period(tmp_path, central_db):
     clock = MovableClock()
-    store = CentralStore.open(tmp_path / "central", clock)
+    store = CentralStore.open(tmp_path / "central", clock, database_url=central_db)
     try:
         store.add_gateway("desa-1", "old-secret", "K")
         batchfile.write(tmp_path / "out.kbf", "submissions", "desa-1", "old-secret",

@@ -32,6 +32,8 @@ TARGETS = (("report", "road", 168), ("report", "garbage", 48), ("voter", "*", 33
 REFS = re.compile(r'<a class="ref" href="/office/r/([0-9A-Z]+)"')
 FIELD = re.compile(r'name="(csrf|expected)" value="([^"]+)"')
 
+pytestmark = pytest.mark.central_backends
+
 
 def ref_for(number: int) -> str:
     """`A` and five characters of the reference alphabet, one per number."""
@@ -50,19 +52,20 @@ def item(number, service="report", category="road", village="Sukamaju", created_
                                                                          f"{number % 60:02d}Z", **extra}
 
 
-def central_config(data_dir, clock):
+def central_config(data_dir, clock, database_url=""):
     return CentralConfig(data_dir, STAFF, engine().forms("en"), gateways={"desa-a": "secret-a"},
                          prefixes={"desa-a": "A"}, clock=clock, notice=notice_renderer(engine()),
-                         routing=ROUTING, targets=TARGETS)
+                         routing=ROUTING, targets=TARGETS, database_url=database_url)
 
 
 @pytest.fixture
-async def office(tmp_path):
+async def office(tmp_path, central_db):
     """(browser, store thread, clock) of a central backend whose accounts are sari (staff, Dinas PU), ani (admin,
     Dinas PU), tono (viewer) and budi (staff, Dinas PU, a second browser)."""
     clock = MovableClock(dt.datetime(2026, 11, 1, 9, tzinfo=dt.timezone.utc))
     config = make_config(tmp_path / "cfg")
-    app = create_central_app(central_config(tmp_path / "central", clock), page_settings(config, load_engine(config)))
+    app = create_central_app(central_config(tmp_path / "central", clock, central_db),
+                             page_settings(config, load_engine(config)))
     async with served(app) as url:
         thread = app[central_store_key]
         for name, role in (("sari", "staff"), ("ani", "admin"), ("tono", "viewer"), ("budi", "staff")):

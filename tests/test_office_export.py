@@ -5,9 +5,13 @@ defused, UTF-8 with a byte-order mark."""
 import csv
 import io
 
+import pytest
+
 from sync.central.export import CHUNK, COLUMNS
 from sync.central.store import CentralStore
 from test_office import NIK, PHONE, ingest, item, office, ref_for, signed_in  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.central_backends
 
 
 async def download(browser, query=""):

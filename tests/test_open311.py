@@ -21,6 +21,8 @@ from sync.central.service import open311_services
 API_KEY = "open311-key"
 STAFF = "staff"
 
+pytestmark = pytest.mark.central_backends
+
 
 @pytest.fixture(scope="module")
 def engine():
@@ -34,11 +36,12 @@ def clock():
 
 
 @pytest.fixture
-async def central(tmp_path, engine, clock):
+async def central(tmp_path, engine, clock, central_db):
     config = make_config(tmp_path, gateway__id="desa-1", sync__secret="secret", central__staff_token=STAFF,
                          central__open311_api_key=API_KEY, central__ref_prefix="Z",
                          central__agency="Dinas PU Kabupaten")
-    app = create_central_app(dataclasses.replace(central_config(config, engine), clock=clock))
+    app = create_central_app(dataclasses.replace(central_config(config, engine), clock=clock,
+                                                 database_url=central_db))
     port = free_port()
     runner = web.AppRunner(app)
     await runner.setup()
@@ -219,8 +222,8 @@ async def test_open311_unknowns_are_404_or_400(central):
                 assert ("<errors>" in body) if path.endswith(".xml") else body.startswith("[{\"code\"")
 
 
-async def test_open311_hides_services_with_personal_data(central, tmp_path):
-    store = CentralStore.open(tmp_path)
+async def test_open311_hides_services_with_personal_data(central, tmp_path, central_db):
+    store = CentralStore.open(tmp_path, database_url=central_db)
     store.ingest("desa-1", [{"id": "01KB0000000000000000000000", "ref": "K7ABCDE", "service": "voter",
                              "channel": "ussd", "answers": {"nik": "3201234567890123", "name": "Siti Aminah",
                                                             "village": "Sukamaju"},

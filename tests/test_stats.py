@@ -89,7 +89,8 @@ def test_stats_period_defaults_to_the_last_30_days_and_refuses_bad_dates():
         assert refused.value.args[0] == reason
 
 
-async def test_stats_public_work_is_bounded_per_period_and_per_address(tmp_path):
+@pytest.mark.central_backends
+async def test_stats_public_work_is_bounded_per_period_and_per_address(tmp_path, central_db):
     from aiohttp import ClientSession
 
     from conftest import served
@@ -98,7 +99,7 @@ async def test_stats_public_work_is_bounded_per_period_and_per_address(tmp_path)
     from sync.central.stats_pages import PUBLIC_PER_MINUTE
     from test_sync import STAFF, forms
 
-    app = create_central_app(CentralConfig(tmp_path / "central", STAFF, forms()))
+    app = create_central_app(CentralConfig(tmp_path / "central", STAFF, forms(), database_url=central_db))
     async with served(app) as url, ClientSession() as http:
         reads = []
         thread = app[central_store_key]

@@ -22,6 +22,8 @@ from sync.client import SyncClient
 from sync.errors import LinkError, Refused
 from sync.protocol import BATCH_PATH, REFUSAL, REFUSALS, sign_request
 
+pytestmark = pytest.mark.central_backends
+
 SECRET = "s3cret-for-tests"
 STAFF = "staff-token"
 
@@ -36,8 +38,9 @@ def forms():
 class Central:
     """The central backend as its own server on a loopback port, reading `clock` as now."""
 
-    def __init__(self, data_dir, port=None, fault=None, clock=None):
+    def __init__(self, data_dir, port=None, fault=None, clock=None, url=""):
         self.data_dir = data_dir
+        self.database_url = url  # "" for SQLite in data_dir
         self.port = port or free_port()
         self.runner = None
         self.fault = fault  # None, or a middleware that misbehaves around the real handler
@@ -49,7 +52,8 @@ class Central:
 
     async def start(self):
         app = create_central_app(CentralConfig(self.data_dir, STAFF, forms(), gateways={"desa-1": SECRET},
-                                               prefixes={"desa-1": "K"}, clock=self.clock))
+                                               prefixes={"desa-1": "K"}, clock=self.clock,
+                                               database_url=self.database_url))
         if self.fault:
             app.middlewares.append(self.fault)
         # A handler whose client went away is cancelled: a fault can wait for that instead of sleeping.
@@ -111,8 +115,8 @@ async def signed_post(central, body, gateway="desa-1", secret=SECRET, **sign):
             return response.status, await response.text(), headers
 
 
-async def test_sync_end_to_end_offline_then_resolved(tmp_path, standin):
-    central = Central(tmp_path / "central")
+async def test_sync_end_to_end_offline_then_resolved(tmp_path, standin, central_db):
+    central = Central(tmp_path / "central", url=central_db)
     gw = await Gateway(sms_config(tmp_path / "gw", standin, **sync_settings(central.url))).start()
     try:
         ref = await report(gw, "s1")
@@ -175,8 +179,8 @@ def fault(kind, times=1):
 
 
 @pytest.mark.parametrize("kind", ["500", "portal", "unsigned-json", "slow", "cut"])
-async def test_sync_faults_never_mark_and_never_duplicate(tmp_path, kind):
-    central = await Central(tmp_path / "central", fault=fault(kind)).start()
+async def test_sync_faults_never_mark_and_never_duplicate(tmp_path, kind, central_db):
+    central = await Central(tmp_path / "central", url=central_db, fault=fault(kind)).start()
     gw = await Gateway(make_sync_config(tmp_path / "gw", central.url)).start()
     try:
         refs = [await report(gw, f"s{n}", phone=f"+6281234567{n}0") for n in range(3)]
@@ -194,8 +198,8 @@ async def test_sync_faults_never_mark_and_never_duplicate(tmp_path, kind):
         await central.stop()
 
 
-async def test_sync_central_refuses_unsigned_wrong_stale_and_replayed(tmp_path):
-    central = await Central(tmp_path / "central").start()
+async def test_sync_central_refuses_unsigned_wrong_stale_and_replayed(tmp_path, central_db):
+    central = await Central(tmp_path / "central", url=central_db).start()
     body = batch([])
 
     async def refused(data, headers=None):
@@ -229,8 +233,8 @@ async def test_sync_central_refuses_unsigned_wrong_stale_and_replayed(tmp_path):
         await central.stop()
 
 
-async def test_sync_client_raises_refused_for_what_a_person_must_fix(tmp_path):
-    central = await Central(tmp_path / "central").start()
+async def test_sync_client_raises_refused_for_what_a_person_must_fix(tmp_path, central_db):
+    central = await Central(tmp_path / "central", url=central_db).start()
     try:
         async with aiohttp.ClientSession() as http:
             with pytest.raises(Refused) as caught:
@@ -272,8 +276,8 @@ async def test_sync_client_tells_refusals_from_link_trouble(status, headers, tex
                 assert caught.value.code == code and str(caught.value).startswith(REFUSALS[code])
 
 
-async def test_sync_central_rejects_bad_items_with_reasons(tmp_path):
-    central = await Central(tmp_path / "central").start()
+async def test_sync_central_rejects_bad_items_with_reasons(tmp_path, central_db):
+    central = await Central(tmp_path / "central", url=central_db).start()
     good = {"id": "01KB0000000000000000000000", "ref": "KABCDE", "service": "report", "channel": "ussd",
             "answers": {"location": "Sukamaju"}, "phone": PHONE, "language": "id",
             "created_at": "2026-11-28T10:00:00+00:00"}
@@ -296,8 +300,31 @@ async def test_sync_central_rejects_bad_items_with_reasons(tmp_path):
         await central.stop()
 
 
-async def test_sync_rejected_items_are_kept_aside_not_resent(tmp_path):
-    central = await Central(tmp_path / "central").start()
+async def test_sync_a_batch_sent_four_times_at_once_stores_each_submission_once(tmp_path, central_db):
+    """A batch and its retries arriving together (the link dropped the answers) store every item once, whichever
+    is stored first; in one batch, a NIK that an earlier item holds sends the later one to review, as if the two
+    had come one by one."""
+    central = await Central(tmp_path / "central", url=central_db).start()
+    voter = {"nik": "3201231708900001", "name": "Siti Aminah", "birth_date": "17081990", "village": "Sukamaju"}
+    items = [item(n) for n in range(40)] + [item(n, service="voter", answers=voter) for n in (40, 41)]
+    body = batch(items)
+    try:
+        answers = await asyncio.gather(*[signed_post(central, body) for _ in range(4)])
+        assert [status for status, _, _ in answers] == [200] * 4
+        results = sorted([r["result"] for r in json.loads(text)["results"]] for _, text, _ in answers)
+        assert results == [["accepted"] * 42] + [["duplicate"] * 42] * 3
+        assert await central_count(central) == 42
+        _, held = await central.staff("GET", "/api/v1/submissions?status=review")
+        assert [row["ref"] for row in held["submissions"]] == [items[41]["ref"]]
+        _, text, _ = await signed_post(central, body)  # later, freshly signed: still nothing new
+        assert {r["result"] for r in json.loads(text)["results"]} == {"duplicate"}
+        assert await central_count(central) == 42
+    finally:
+        await central.stop()
+
+
+async def test_sync_rejected_items_are_kept_aside_not_resent(tmp_path, central_db):
+    central = await Central(tmp_path / "central", url=central_db).start()
     gw = await Gateway(make_sync_config(tmp_path / "gw", central.url)).start()
     try:
         # A row the central backend cannot take (as an older gateway version might have stored it).
@@ -312,8 +339,8 @@ async def test_sync_rejected_items_are_kept_aside_not_resent(tmp_path):
         await central.stop()
 
 
-async def test_sync_staff_api_filters_and_refuses(tmp_path):
-    central = await Central(tmp_path / "central").start()
+async def test_sync_staff_api_filters_and_refuses(tmp_path, central_db):
+    central = await Central(tmp_path / "central", url=central_db).start()
     gw = await Gateway(make_sync_config(tmp_path / "gw", central.url)).start()
     try:
         ref = await report(gw, "s1")
@@ -340,8 +367,8 @@ async def test_sync_staff_api_filters_and_refuses(tmp_path):
         await central.stop()
 
 
-async def test_sync_staff_api_pages_newest_first_with_a_cursor(tmp_path):
-    central = await Central(tmp_path / "central").start()
+async def test_sync_staff_api_pages_newest_first_with_a_cursor(tmp_path, central_db):
+    central = await Central(tmp_path / "central", url=central_db).start()
     # Two by two on the same day (in Jakarta time): ties are ordered by id.
     items = [item(n, created_at=f"2026-11-{1 + n // 2:02d}T10:00:00+07:00") for n in range(7)]
     items[3]["service"] = "elsewhere"  # a service no form describes: no village
@@ -408,7 +435,7 @@ def test_sync_central_store_migration_puts_old_times_in_one_form(tmp_path):
         store.close()
 
 
-async def test_sync_gateway_killed_mid_round_delivers_everything_once(tmp_path):
+async def test_sync_gateway_killed_mid_round_delivers_everything_once(tmp_path, central_db):
     import os
     import signal
     import sys
@@ -428,7 +455,7 @@ async def test_sync_gateway_killed_mid_round_delivers_everything_once(tmp_path):
                 await release.wait()
         return response
 
-    central = await Central(tmp_path / "central", fault=hold_third_batch).start()
+    central = await Central(tmp_path / "central", url=central_db, fault=hold_third_batch).start()
     store = Store.open(tmp_path / "gw")
     refs = [f"K{n:05d}".replace("0", "A").replace("1", "B") for n in range(60)]
     for n, ref in enumerate(refs):
@@ -466,8 +493,8 @@ async def test_sync_gateway_killed_mid_round_delivers_everything_once(tmp_path):
         await central.stop()
 
 
-async def test_sync_staff_list_since(tmp_path):
-    central = await Central(tmp_path / "central").start()
+async def test_sync_staff_list_since(tmp_path, central_db):
+    central = await Central(tmp_path / "central", url=central_db).start()
     gw = await Gateway(make_sync_config(tmp_path / "gw", central.url)).start()
     try:
         first = await report(gw, "s1")

@@ -2,7 +2,8 @@
 
     config.py    CentralConfig: everything it is handed, as plain data
     app.py       create_central_app(config): the sync API, the staff API, Open311
-    store.py     CentralStore: submissions, claims of unique answers, status updates, gateways, nonces (SQLite)
+    store.py     CentralStore: submissions, claims of unique answers, status updates, gateways, nonces (SQLite,
+                 or PostgreSQL at central.database_url)
     open311.py   the Open311 GeoReport v2 face
     service.py   Open311 service descriptions made from forms
     transfer.py  batch files at the centre: import a gateway's, export its answer

@@ -280,13 +280,15 @@ def _refuse(code: str, text: str, status: type[web.HTTPClientError] = web.HTTPUn
     return status(text=text, headers={REFUSAL: code})
 
 
-async def _verified(request: web.Request, body: bytes) -> tuple[dict, str, str]:
+async def _verified(request: web.Request, body: bytes, *, record_nonce: bool = True) -> tuple[dict, str, str]:
     """(gateway, secret, nonce) of a correctly signed, fresh, first-seen request; else 401.
 
     The gateway is `CentralStore.gateway`'s; the secret is the one that signed (the
     current one, or the previous one in its grace period). An unknown or missing
     gateway id is checked against a secret nobody has: every refusal (unsigned,
-    stale, wrong signature) reads as it would for a known id.
+    stale, wrong signature) reads as it would for a known id. Without
+    `record_nonce` the caller records the nonce itself (`CentralStore.use_nonce`),
+    in the transaction of what the request does.
     """
     store = request.app[central_store_key]
     gateway_id = request.headers.get(GATEWAY, "")
@@ -296,9 +298,13 @@ async def _verified(request: web.Request, body: bytes) -> tuple[dict, str, str]:
     secret, nonce = _signed_with(request, body, secrets if gateway else [UNKNOWN_SECRET])
     if gateway is None:
         raise _refuse("wrong-secret", "wrong signature")  # only a forged UNKNOWN_SECRET gets here
-    if not await store.call(lambda s: s.use_nonce(gateway_id, nonce)):
+    if record_nonce and not await store.call(lambda s: s.use_nonce(gateway_id, nonce)):
         raise _refuse("replayed", "replayed request")
     return gateway, secret, nonce
+
+
+class _Replayed(Exception):
+    """A batch's nonce was used before: nothing of the batch is stored."""
 
 
 def _is_text(value: str) -> bool:
@@ -332,7 +338,7 @@ def _signed_json(data: dict, secret: str, nonce: str) -> web.Response:
 
 async def receive_batch(request: web.Request) -> web.Response:
     raw = await _read(request, batch_bytes(request.app[central_config_key].batch_size))
-    gateway, secret, nonce = await _verified(request, raw)
+    gateway, secret, nonce = await _verified(request, raw, record_nonce=False)
     gateway_id = gateway["id"]
     try:
         batch = decode_batch(raw, batch_bytes(request.app[central_config_key].batch_size))
@@ -345,13 +351,25 @@ async def receive_batch(request: web.Request) -> web.Response:
         raise _refuse("bad-batch", f"a batch carries at most {request.app[central_config_key].batch_size} answers "
                                    f"to \"is it fixed?\"", web.HTTPBadRequest)
 
+    thread = request.app[central_store_key]
+    # Sealing is most of a batch's work and needs no connection: done here, in a thread of the loop's pool, while
+    # the store's thread writes the batches before this one.
+    sealed = await asyncio.get_running_loop().run_in_executor(None, thread.store.seal_batch, batch["items"])
+
     def store_batch(store: CentralStore) -> tuple[list[dict], list[dict] | None]:
+        # The nonce in the batch's own transaction: one commit per batch, not two, and a replay stores nothing.
         with store.transaction():
-            results = store.ingest(gateway_id, batch["items"])
+            if not store.use_nonce(gateway_id, nonce):
+                raise _Replayed()
+            results = store.ingest(gateway_id, batch["items"], sealed, gateway["prefix"])
             return results, store.record_feedback(gateway_id, feedback) if feedback is not None else None
 
     try:
-        results, feedback_results = await request.app[central_store_key].call(store_batch)
+        # Grouped: batches of several gateways arriving together share one commit (each in a savepoint of its
+        # own, so one that fails is undone alone), and none is answered before that commit is durable.
+        results, feedback_results = await thread.call_grouped(store_batch)
+    except _Replayed:
+        raise _refuse("replayed", "replayed request") from None
     except NoPrefix as error:
         raise _refuse("no-prefix", str(error), web.HTTPForbidden) from None
     metrics.ingested(request.app, results)

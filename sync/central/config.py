@@ -51,7 +51,9 @@ class CentralConfig:
     before routing, is the default agency when that is not given), `targets` its deadline (see `routing.py`);
     `rating_days` is how long after a resolution a villager's answer to "is
     it fixed?" counts. `escalate_seconds` is how often the backend escalates
-    requests that became overdue.
+    requests that became overdue. `database_url` (`central.database_url`), when
+    set, is the PostgreSQL database the store lives in instead of a SQLite
+    file in `data_dir` (which still holds the key file).
     """
 
     data_dir: Path
@@ -74,6 +76,7 @@ class CentralConfig:
     targets: tuple[Target, ...] = ()
     rating_days: int = RATING_DAYS
     escalate_seconds: float = 300.0
+    database_url: str = ""
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a caller's dicts cannot change the running backend.
@@ -112,7 +115,7 @@ class CentralConfig:
         return dt.timedelta(days=self.retention_days) if self.retention_days else None
 
     def open_store(self) -> CentralStore:
-        """The central store in `data_dir`, knowing `gateways`.
+        """The central store in `data_dir` (or at `database_url`), knowing `gateways`.
 
         A gateway already registered keeps its secret and prefix: a config
         never overwrites them (`kentongan central gateway add --rotate` issues
@@ -122,7 +125,8 @@ class CentralConfig:
         """
         store = CentralStore.open(self.data_dir, self.clock, self.addresses, self.uniques, self.ref_prefix,
                                   routing=Routing(self.routing, self.default_agency, self.targets),
-                                  categories=self.categories, rating_days=self.rating_days, notice=self.notice)
+                                  categories=self.categories, rating_days=self.rating_days, notice=self.notice,
+                                  database_url=self.database_url)
         try:
             for gateway_id, secret in self.gateways.items():
                 self._register(store, gateway_id, secret, self.prefixes.get(gateway_id))

@@ -10,8 +10,10 @@
   started empty: latency must not grow with history. The store is filled by
   SQL before its server starts, every row a copy of one sealed submission.
 - The gateway's RSS with 10,000 live sessions (two hops each, unfinished).
-- Submissions per second the central backend ingests, from 1 and from 50
-  gateways pushing signed batches of 100 at once through the real sync API.
+- Submissions per second the central backend ingests, on SQLite and on
+  PostgreSQL, from 1 and from 50 gateways pushing signed batches of 100 at
+  once through the real sync API (`central_ingest.py`; the PostgreSQL rows say
+  why when it does not answer).
 - Bytes on the wire per submission for batches of 1, 100 and 1,000
   (`sync_wire.measure`).
 
@@ -25,55 +27,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import platform
-import random
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-import aiohttp
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import central_ingest  # noqa: E402
 import sync_wire  # noqa: E402
 import ussd_hop  # noqa: E402
-from gateway.config import SETTINGS  # noqa: E402
-from sync.database import stamp  # noqa: E402
-from sync.protocol import BATCH_PATH, BATCH_TYPE, encode_batch, sign_request  # noqa: E402
-from sync.reference import ALPHABET, new_reference  # noqa: E402
+from sync.reference import new_reference  # noqa: E402
 from sync.store import DATABASE_NAME, Store  # noqa: E402
-from ulid import ULID  # noqa: E402
 
 LEVELS = (1, 8, 64, 256)
 HISTORY_LEVELS = (8, 64)
 LIVE_SESSIONS = 10_000
-INGEST = ((1, 40), (50, 4))  # (gateways pushing at once, batches of 100 each)
 WIRE_BATCHES = (1, 100, 1000)
-
-CENTRAL = textwrap.dedent("""
-    import sys
-    from pathlib import Path
-    from aiohttp import web
-    from flows import Engine
-    from gateway.config import data_root
-    from sync.central import CentralConfig, create_central_app
-
-    port, folder, gateways = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    root = data_root()
-    forms = Engine.load(root / "menus", root / "locale", ["id", "en", "sw"], "id").forms("en")
-    prefixes = [a + b for a in "QRS" for b in "%s"][:gateways]
-    config = CentralConfig(folder, "", forms, gateways={f"bench{n:02d}": f"secret-{n:02d}" for n in range(gateways)},
-                           prefixes={f"bench{n:02d}": prefix for n, prefix in enumerate(prefixes)})
-    web.run_app(create_central_app(config), host="127.0.0.1", port=port, print=None, access_log=None)
-""" % ALPHABET)
-
 
 # -- the machine --------------------------------------------------------------
 
@@ -127,68 +102,6 @@ def fill(data_dir: Path, count: int) -> float:
 def stored(data_dir: Path) -> int:
     with sqlite3.connect(f"file:{data_dir / DATABASE_NAME}?mode=ro", uri=True) as db:
         return db.execute("SELECT count(*) FROM submissions").fetchone()[0]
-
-
-# -- the central backend's ingest -------------------------------------------------
-
-def batches(gateway: int, count: int, rng: random.Random) -> list[bytes]:
-    """`count` batches of 100 realistic submissions of gateway `bench<gateway>`, encoded as sent."""
-    prefix = [a + b for a in "QRS" for b in ALPHABET][gateway]
-    made = []
-    for b in range(count):
-        items = []
-        for n in range(100):
-            number = b * 100 + n
-            kind, given = sync_wire.answers(rng)
-            ref = prefix + "".join(ALPHABET[number // 31 ** k % 31] for k in range(5))
-            items.append({"id": str(ULID()), "ref": ref, "service": kind, "channel": "ussd", "answers": given,
-                          "phone": f"+62812{rng.randrange(10**8):08d}", "language": "id",
-                          "created_at": stamp(dt.datetime.now(dt.timezone.utc))})
-        made.append(encode_batch(f"bench{gateway:02d}", items))
-    return made
-
-
-async def push_all(port: int, work: dict[int, list[bytes]]) -> int:
-    """Every gateway in `work` pushes its batches one after the other, all gateways at once; return how many
-    submissions were accepted."""
-    accepted = 0
-
-    async def gateway(http: aiohttp.ClientSession, number: int, bodies: list[bytes]) -> None:
-        nonlocal accepted
-        for body in bodies:
-            headers = {**sign_request(f"bench{number:02d}", f"secret-{number:02d}", "POST", BATCH_PATH, body),
-                       "Content-Type": BATCH_TYPE, "Accept-Encoding": "gzip"}
-            async with http.post(f"http://127.0.0.1:{port}{BATCH_PATH}", data=body, headers=headers) as answer:
-                if answer.status != 200:
-                    raise SystemExit(f"central refused a batch: {answer.status} {await answer.text()}")
-                accepted += sum(r["result"] == "accepted" for r in json.loads(await answer.read())["results"])
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        await asyncio.gather(*[gateway(http, number, bodies) for number, bodies in work.items()])
-    return accepted
-
-
-def ingest(folder: Path) -> list[dict]:
-    """Submissions/s into the central backend on SQLite, for each of `INGEST`."""
-    gateways = sum(count for count, _ in INGEST)
-    process, port = ussd_hop.start("central", folder / "central", [sys.executable, "-c", CENTRAL, "{port}",
-                                   str(folder / "central"), str(gateways)], dict(os.environ))
-    rng = random.Random(12)
-    rows, used = [], 0
-    try:
-        for count, per_gateway in INGEST:
-            work = {used + n: batches(used + n, per_gateway, rng) for n in range(count)}
-            used += count
-            server_before, client_before, began = ussd_hop.cpu_seconds(process.pid), time.process_time(), \
-                time.perf_counter()
-            accepted = asyncio.run(push_all(port, work))
-            wall = time.perf_counter() - began
-            rows.append({"gateways": count, "accepted": accepted, "per_s": accepted / wall,
-                         "cpu_us": (ussd_hop.cpu_seconds(process.pid) - server_before) / accepted * 1e6,
-                         "generator_cpu": (time.process_time() - client_before) / wall})
-    finally:
-        ussd_hop.stop(process)
-    return rows
 
 
 # -- the table ------------------------------------------------------------------
@@ -248,14 +161,7 @@ def main() -> None:
         finally:
             for process, _ in servers.values():
                 ussd_hop.stop(process)
-        for row in ingest(folder):
-            out.append(f"{'central ingest, SQLite, ' + str(row['gateways']) + ' gw':34}"
-                       f"{row['per_s']:7.0f} submissions/s ({row['accepted']:,} in batches of 100, "
-                       f"{row['cpu_us']:.0f} us server CPU each, gen CPU {row['generator_cpu']:.0%})")
-    if any("dsn" in setting.name or "postgres" in setting.name for setting in SETTINGS):
-        out.append(f"{'central ingest, PostgreSQL':34} not measured: this bench does not drive it yet")
-    else:
-        out.append(f"{'central ingest, PostgreSQL':34} not yet: no PostgreSQL backend")
+        out += central_ingest.lines(folder)
     for size in WIRE_BATCHES:
         seen = sync_wire.measure(size)
         n = seen["n"]
