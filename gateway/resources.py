@@ -14,6 +14,7 @@ from aiohttp import web
 from flows import Engine
 from flows.sms import Keywords
 from sync.limits import RateLimiter
+from sync.sessions import RedisSessions
 from sync.store import Store
 from sync.thread import StoreThread
 
@@ -59,24 +60,23 @@ COUNTERS = ("refused_ussd_sessions", "refused_sms", "held_submissions")
 class Limits:
     """The per-phone rate limits of the channels (`limits.*`), keyed by the store's phone digest.
 
-    They are counted in memory and used only in the store's thread. What
-    they refused is counted across restarts: `base` is what the meta table
-    held at start, and `counts()` what it should hold now.
+    They are counted in memory and used only in the store's thread (so with
+    several workers, each counts its own callers). What they refused is
+    counted across restarts and processes: `refused()` is this process's
+    count, added to the store's meta counters as it grows (`store_context`).
     """
 
-    def __init__(self, config: Config, clock: Callable[[], dt.datetime], base: dict[str, int]):
+    def __init__(self, config: Config, clock: Callable[[], dt.datetime]):
         def seconds() -> float:  # the store's clock, which tests move
             return clock().timestamp()
 
         self.ussd_sessions = RateLimiter("ussd sessions", config["limits.ussd_sessions_per_hour"], 3600,
                                          clock=seconds)
         self.sms = RateLimiter("sms", config["limits.sms_per_hour"], 3600, clock=seconds)
-        self.base = base
 
-    def counts(self) -> dict[str, int]:
-        """The refusal counts to persist (what the store already had plus this run's)."""
-        return {"refused_ussd_sessions": self.base.get("refused_ussd_sessions", 0) + self.ussd_sessions.refused,
-                "refused_sms": self.base.get("refused_sms", 0) + self.sms.refused}
+    def refused(self) -> dict[str, int]:
+        """What this process refused since it started, by meta counter."""
+        return {"refused_ussd_sessions": self.ussd_sessions.refused, "refused_sms": self.sms.refused}
 
 
 def stored_counts(store: Store) -> dict[str, int]:
@@ -112,22 +112,27 @@ rules_key = web.AppKey("rules", Rules)
 limits_key = web.AppKey("limits", Limits)
 sender_key = web.AppKey("sender", object)
 syncer_key = web.AppKey("syncer", object)
+sessions_key = web.AppKey("sessions", RedisSessions)
+"""USSD sessions in Redis (`sessions.backend: redis`); absent when they live in the store."""
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:
     """The store's thread, and the rate limits used in it: their counts persisted every minute and at the end."""
-    thread = await StoreThread.open(Store.open, app[config_key].data_dir, app[clock_key])
+    thread = await StoreThread.open(Store.open, app[config_key].data_dir, app[clock_key],
+                                    app[config_key]["gateway.database_url"])
     app[store_key] = thread
-    log.info("store %s", thread.store.path)
-    limits = app[limits_key] = Limits(app[config_key], app[clock_key], await thread.call(stored_counts))
-    persisted = limits.counts()
+    log.info("store %s", thread.store.where)
+    limits = app[limits_key] = Limits(app[config_key], app[clock_key])
+    persisted = limits.refused()
 
     async def persist() -> None:
+        """Add what was refused since the last time to the store's counters: workers sharing a store add up."""
         nonlocal persisted
-        counts = limits.counts()
-        if counts != persisted:
-            await thread.call(lambda store: store.set_meta(**counts))
-            persisted = counts
+        refused = limits.refused()
+        grown = {key: count - persisted[key] for key, count in refused.items() if count != persisted[key]}
+        if grown:
+            await thread.call(lambda store: [store.count_meta(key, by) for key, by in grown.items()])
+            persisted = refused
 
     async def every_minute() -> None:
         while True:

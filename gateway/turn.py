@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from typing import Callable
 
 from flows import Context, Engine
 from flows.catalog import N_
@@ -80,10 +81,11 @@ def _status_item(row: dict, now: dt.datetime) -> dict:
             "overdue": late and row["status"] not in FINAL_STATUSES}
 
 
-def context(store: Store, rules: Rules, phone: str) -> Context:
-    """What the engine is handed for one turn of `phone`; references come free from the store."""
+def context(store: Store, rules: Rules, phone: str, new_reference: Callable[[], str] | None = None) -> Context:
+    """What the engine is handed for one turn of `phone`; references come free from the store unless
+    `new_reference` draws them."""
     return Context(today=store.clock().date(), lookup=Lookup(store, phone),
-                   new_reference=lambda: store.free_reference(rules.ref_prefix))
+                   new_reference=new_reference or (lambda: store.free_reference(rules.ref_prefix)))
 
 
 def language_of(store: Store, engine: Engine, rules: Rules, phone: str, *fallbacks: str | None) -> str:
@@ -119,7 +121,7 @@ def submit(store: Store, engine: Engine, rules: Rules, submission: dict, *, phon
                                      operator=operator)
         if held:
             store.set_status(submission["ref"], "review")
-            store.set_meta(held_submissions=int(store.meta("held_submissions") or 0) + 1)
+            store.count_meta("held_submissions")
         elif phone != NO_PHONE:
             store.outbox.add(phone, confirmation_text(engine, submission), "confirmation", ttl=rules.sms_ttl,
                              cause=cause or added["id"])

@@ -2,9 +2,11 @@
 
     SyncError                  everything sync/ raises on purpose
     ├── Retryable              may heal by itself: try again later, with backoff
-    │   └── LinkError          the central backend is unreachable, slow or failing (5xx), or its
-    │                          answer cannot be trusted (a captive portal's page, a proxy's error,
-    │                          an unsigned or garbled answer); nothing was marked
+    │   ├── LinkError          the central backend is unreachable, slow or failing (5xx), or its
+    │   │                      answer cannot be trusted (a captive portal's page, a proxy's error,
+    │   │                      an unsigned or garbled answer); nothing was marked
+    │   └── SessionsUnavailable  Redis did not answer or refused: a USSD session could not be read or
+    │                          written (`sync.sessions`)
     ├── Permanent              will not heal by retrying: a person must act
     │   ├── Refused            the central backend refuses this gateway (unknown gateway, wrong
     │   │                      secret, clock far off, a batch it cannot read); `code` says which

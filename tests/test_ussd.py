@@ -1,4 +1,5 @@
-"""The USSD callback end to end: a real gateway on a loopback port, a real SQLite file."""
+"""The USSD callback end to end: a real gateway on a loopback port, against every backend (a real SQLite file;
+sessions in a real Redis; the store in a real PostgreSQL)."""
 
 import asyncio
 import datetime as dt
@@ -13,8 +14,10 @@ import pytest
 from conftest import PHONE, Gateway, MovableClock, make_config
 from flows import FlowError
 from flows.text import USSD_LIMIT, ussd_cost
-from gateway.resources import engine_key, store_key
-from sync.store import DATABASE_NAME, Store
+from gateway.resources import engine_key, sessions_key, store_key
+from sync.store import DATABASE_NAME
+
+pytestmark = pytest.mark.backends
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
 REGENERATE = os.environ.get("KENTONGAN_REGEN_TRANSCRIPTS") == "1"
@@ -29,13 +32,40 @@ def check_body(gateway, body):
     assert not any(sorry in body for sorry in gateway.apologies()), body  # what a crash looks like to a caller
 
 
-def rows(gateway, sql, *args):
-    with sqlite3.connect(gateway.config.data_dir / DATABASE_NAME) as conn:
-        return conn.execute(sql, args).fetchall()
+async def refs(gateway):
+    """Every submission's reference, oldest first, from the gateway's store (whichever it is)."""
+    def read(store):
+        return [row["ref"] for row in reversed(store.list_submissions(1000))]
+
+    return await gateway.app[store_key].call(read)
 
 
-def refs(gateway):
-    return [r for (r,) in rows(gateway, "SELECT ref FROM submissions ORDER BY created_at")]
+async def submission(gateway, ref):
+    return await gateway.app[store_key].call(lambda store: store.submission(ref))
+
+
+async def open_sessions(gateway):
+    """How many USSD sessions are kept and not ended, wherever they live."""
+    sessions = gateway.app.get(sessions_key)
+    if sessions is not None:
+        return await sessions.count_open()
+    return (await gateway.app[store_key].call(lambda store: store.counts()))["ussd_sessions_open"]
+
+
+async def rewrite_session(gateway, session_id, change, phone=PHONE):
+    """Change a kept session's state behind the gateway's back, wherever it lives."""
+    sessions = gateway.app.get(sessions_key)
+    if sessions is None:
+        def rewrite(store):
+            saved = store.session(session_id)
+            store.save_session(session_id, phone=phone, service_code="*384*1#", state=change(saved["state"]),
+                               history=saved["history"], response=saved["response"], done=False, resumable=True)
+
+        await gateway.app[store_key].call(rewrite)
+    else:
+        saved, _ = await sessions.load(session_id, phone, offer=False)
+        await sessions.save(session_id, phone=phone, service_code="*384*1#", state=change(saved["state"]),
+                            history=saved["history"], response=saved["response"], done=False, resumable=True)
 
 
 # -- the contract's first screen ------------------------------------------
@@ -67,14 +97,14 @@ PROBLEM_100 = "Jalan berlubang besar di depan SD Negeri 02, motor sering jatuh s
 
 
 @pytest.mark.parametrize("lang", ["id", "en", "sw"])
-async def test_ussd_transcript_in_every_language(tmp_path, lang):
-    gateway = await Gateway(make_config(tmp_path / "var"), MovableClock(TRANSCRIPT_DAY)).start()
+async def test_ussd_transcript_in_every_language(tmp_path, backend, lang):
+    gateway = await Gateway(make_config(tmp_path / "var", **backend), MovableClock(TRANSCRIPT_DAY)).start()
     lines = [f"# What a caller sees in {lang}; regenerate with KENTONGAN_REGEN_TRANSCRIPTS=1"]
     sessions = itertools.count()
 
     async def section(name, *inputs, ends=True):
         """Dial once, type `inputs`, and write down every screen."""
-        known = refs(gateway)
+        known = await refs(gateway)
         inputs = [known[0] if typed == "<REF1>" else typed for typed in inputs]
         screens = await gateway.dial(f"{lang}-{next(sessions)}", *inputs)
         for body in screens:
@@ -107,9 +137,9 @@ async def test_ussd_transcript_in_every_language(tmp_path, lang):
         gateway.advance(minutes=6)
         await section("resume: dialing again 6 minutes later, past the window", ends=False)
         # report, voter, permit, the paged report, the resumed one; refused and cancelled ones made nothing
-        assert len(refs(gateway)) == 5
+        assert len(await refs(gateway)) == 5
         text = "\n".join(lines) + "\n"
-        for n, ref in enumerate(refs(gateway), 1):
+        for n, ref in enumerate(await refs(gateway), 1):
             text = text.replace(ref, f"<REF{n}>")
     finally:
         await gateway.stop()
@@ -153,7 +183,7 @@ async def test_ussd_paging_next_and_back(gateway):
     assert screens[3].startswith("CON ") and screens[3].endswith("\n0 Kembali, 00 Menu")
     assert "98 Berikutnya" not in screens[3]
     shown = screens[2] + screens[3]
-    assert all(ref in shown for ref in refs(gateway)[-3:])  # the latest three
+    assert all(ref in shown for ref in (await refs(gateway))[-3:])  # the latest three
     assert screens[4] == screens[2]  # 0 on the second page: the first again
 
 
@@ -166,13 +196,13 @@ async def test_ussd_duplicate_callback_is_a_no_op(gateway):
     end = await gateway.hop("d", "1*1*Dusun Kidul*Jalan rusak parah*1")
     retries = await asyncio.gather(*[gateway.hop("d", "1*1*Dusun Kidul*Jalan rusak parah*1") for _ in range(5)])
     assert set(retries) == {end}
-    assert len(refs(gateway)) == 1 and refs(gateway)[0] in end
+    assert len(await refs(gateway)) == 1 and (await refs(gateway))[0] in end
 
 
 async def test_ussd_concurrent_first_hops_of_one_session(gateway):
     bodies = await asyncio.gather(*[gateway.hop("c", "") for _ in range(5)])
     assert len(set(bodies)) == 1
-    assert rows(gateway, "SELECT count(*) FROM ussd_sessions") == [(1,)]
+    assert await open_sessions(gateway) == 1
 
 
 async def test_ussd_stale_retry_of_an_earlier_hop_does_not_advance(gateway):
@@ -184,9 +214,7 @@ async def test_ussd_stale_retry_of_an_earlier_hop_does_not_advance(gateway):
 async def test_ussd_free_text_may_contain_star(gateway):
     screens = await gateway.dial("t", "1", "1", "Blok C*7", "Lubang*besar", "1")
     assert "Blok C*7" in screens[4] and "Lubang*besar" in screens[4]
-    store = Store.open(gateway.config.data_dir)
-    assert store.submission(refs(gateway)[0])["answers"]["location"] == "Blok C*7"
-    store.close()
+    assert (await submission(gateway, (await refs(gateway))[0]))["answers"]["location"] == "Blok C*7"
 
 
 async def test_ussd_restarted_gateway_resumes_session(gateway):
@@ -212,9 +240,7 @@ async def test_ussd_dropped_session_can_be_resumed(gateway):
     assert (await gateway.hop("again", "1*Sukamaju")).startswith("CON Daftar sebagai pemilih?")
     end = await gateway.hop("again", "1*Sukamaju*1")
     assert end.startswith("END Pendaftaran diterima")
-    store = Store.open(gateway.config.data_dir)
-    answers = store.submission(refs(gateway)[0])["answers"]
-    store.close()
+    answers = (await submission(gateway, (await refs(gateway))[0]))["answers"]
     assert answers == {"nik": NIK, "name": "Siti Aminah", "birth_date": "1990-08-17", "village": "Sukamaju"}
     assert (await gateway.hop("third", "")).startswith("CON Kentongan")  # offered once, not forever
 
@@ -250,8 +276,8 @@ async def test_ussd_no_offer_after_a_finished_session(gateway):
     assert (await gateway.hop("next", "")).startswith("CON Kentongan")
 
 
-async def test_ussd_resume_can_be_turned_off(tmp_path):
-    gw = await Gateway(make_config(tmp_path, ussd__resume_minutes=0)).start()
+async def test_ussd_resume_can_be_turned_off(tmp_path, backend):
+    gw = await Gateway(make_config(tmp_path, ussd__resume_minutes=0, **backend)).start()
     try:
         await gw.dial("drop", "2", NIK)
         assert (await gw.hop("again", "")).startswith("CON Kentongan")
@@ -264,8 +290,13 @@ async def test_ussd_resume_can_be_turned_off(tmp_path):
 async def test_ussd_submission_is_on_disk_when_end_arrives(gateway):
     end = (await gateway.dial("s", "1", "4", "Sumur umum", "Air keruh sejak seminggu", "1"))[-1]
     ref = re.search(r"Kode: (\w+)\.", end).group(1)
-    found = rows(gateway, "SELECT service, status, sync_state, channel FROM submissions WHERE ref = ?", ref)
-    assert found == [("report", "received", "pending", "ussd")]
+    found = await submission(gateway, ref)
+    assert (found["service"], found["status"], found["sync_state"], found["channel"]) == (
+        "report", "received", "pending", "ussd")
+    database = gateway.config.data_dir / DATABASE_NAME
+    if not gateway.config["gateway.database_url"]:  # on SQLite: in the file, for any connection to read
+        with sqlite3.connect(database) as conn:
+            assert conn.execute("SELECT channel FROM submissions WHERE ref = ?", [ref]).fetchall() == [("ussd",)]
 
 
 async def test_ussd_failed_store_write_sends_no_reference_and_loses_nothing(gateway, monkeypatch):
@@ -279,10 +310,10 @@ async def test_ussd_failed_store_write_sends_no_reference_and_loses_nothing(gate
     monkeypatch.setattr(store, "add_submission", broken)
     sorry = await gateway.hop("f", "1*4*Sumur umum*Air keruh*1")
     assert sorry == "END Maaf, ada gangguan. Silakan coba lagi nanti."
-    assert refs(gateway) == []
+    assert await refs(gateway) == []
     monkeypatch.setattr(store, "add_submission", real)
     end = await gateway.hop("f", "1*4*Sumur umum*Air keruh*1")  # the network retries
-    assert end.startswith("END Terima kasih") and refs(gateway)[0] in end
+    assert end.startswith("END Terima kasih") and (await refs(gateway))[0] in end
 
 
 async def test_ussd_a_nik_registered_from_this_phone_is_told_only_to_this_phone(gateway):
@@ -293,7 +324,7 @@ async def test_ussd_a_nik_registered_from_this_phone_is_told_only_to_this_phone(
     other = await gateway.dial("v3", "2", NIK, phone="+6281298765432")
     fresh = await gateway.dial("v4", "2", PERMIT_NIK, phone="+6281298765433")
     assert other[-1] == fresh[-1] and other[-1].startswith("CON ")
-    assert len(refs(gateway)) == 1
+    assert len(await refs(gateway)) == 1
 
 
 async def test_ussd_two_sessions_of_one_phone_racing_with_one_nik_make_one_registration(gateway):
@@ -304,12 +335,17 @@ async def test_ussd_two_sessions_of_one_phone_racing_with_one_nik_make_one_regis
                                 gateway.hop("b", "2*" + "*".join(answers) + "*1"))
     assert sorted(e.split(" dan ")[0].split(".")[0] for e in ends) == [
         "END Anda sudah mendaftar dengan NIK ini dari nomor HP ini", "END Pendaftaran diterima"]
-    assert len(refs(gateway)) == 1
+    assert len(await refs(gateway)) == 1
 
 
 async def test_ussd_personal_data_is_not_stored_in_clear(gateway):
     await gateway.dial("p", "2", NIK, "Siti Aminah", "17081990", "Sukamaju", "1")
     raw = b"".join(p.read_bytes() for p in gateway.config.data_dir.glob("gateway.db*"))
+    sessions = gateway.app.get(sessions_key)
+    if sessions is not None:  # and not in Redis either
+        async for key in sessions.client.scan_iter(match=sessions.prefix + "*"):
+            raw += key + b"".join(k + v for k, v in (await sessions.client.hgetall(key)).items())
+        assert b":ussd:" in raw and b"s1:" in raw  # the sessions are there, sealed
     for secret in (NIK, "Siti Aminah", "Sukamaju", PHONE, PHONE[1:]):
         assert secret.encode() not in raw
 
@@ -379,13 +415,7 @@ async def test_ussd_session_is_bound_to_its_phone(gateway):
 
 async def test_ussd_session_saved_under_old_menus_restarts_at_main_menu(gateway):
     await gateway.dial("old", "1", "1")
-    def break_session(store):
-        saved = store.session("old")
-        state = {**saved["state"], "screen": "a-screen-since-removed"}
-        store.save_session("old", phone=PHONE, service_code="*384*1#", state=state, history=saved["history"],
-                           response=saved["response"], done=False, resumable=True)
-
-    await gateway.app[store_key].call(break_session)
+    await rewrite_session(gateway, "old", lambda state: {**state, "screen": "a-screen-since-removed"})
     assert (await gateway.hop("old", "1*1*Dusun Kidul")).startswith("CON Kentongan, layanan desa")
 
 
@@ -411,7 +441,7 @@ async def test_ussd_reference_collision_draws_another(gateway, monkeypatch):
     monkeypatch.setattr("sync.database.new_reference", lambda prefix: next(draws))
     second = (await gateway.dial("b", "1", "1", "Dusun Lor", "Lampu mati", "1"))[-1]
     assert "Kode: KZZZZZ9." in second
-    assert sorted(refs(gateway)) == sorted([taken, "KZZZZZ9"])
+    assert sorted(await refs(gateway)) == sorted([taken, "KZZZZZ9"])
 
 
 async def test_ussd_callback_key_cannot_be_guessed_from_one_address(tmp_path, caplog):
