@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import logging
 import math
+import os
 import resource
 import signal
 import time
@@ -24,16 +25,17 @@ from sync.limits import RateLimiter
 
 from .central import central_config
 from .config import SETTINGS, Config
+from .duties import duties_context, duties_key, duty
 from .log import client_error_logger
 from .metrics import setup_metrics
 from .pages import page_settings, setup_kiosk
-from .resources import (Rules, clock_key, config_key, engine_key, housekeep, in_background, keywords_key,
+from .resources import (Rules, clock_key, config_key, engine_key, housekeep, keywords_key,
                         load_engine, rules_key, store_context, store_key)
 from .sender import sender_context
 from .simulator import setup_simulator
 from .sms import delivery_callback, inbound_callback
 from .syncer import syncer_context
-from .ussd import ussd_callback
+from .ussd import sessions_context, ussd_callback
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ def create_app(config: Config, clock: Clock = utc_now, engine: Engine | None = N
     app[rules_key] = Rules.from_config(config)
     app[wrong_keys_key] = RateLimiter("wrong callback keys", config["limits.wrong_keys_per_minute"], 60)
     app.cleanup_ctx.append(store_context)
+    app.cleanup_ctx.append(sessions_context)  # after the store's: it seals with the store's key
+    app.cleanup_ctx.append(duties_context)
     app.cleanup_ctx.append(sender_context)
     app.cleanup_ctx.append(syncer_context)
     app.cleanup_ctx.append(housekeeping_context)
@@ -86,6 +90,11 @@ class ServerLimits:
     def from_config(cls, config: Config) -> ServerLimits:
         return cls(config["server.idle_seconds"], config["server.max_connections"])
 
+    def per_worker(self, workers: int) -> ServerLimits:
+        """The limits of one of `workers` processes sharing a port: `server.max_connections` stays what the
+        machine holds in all, since the kernel spreads new connections evenly among the listening workers."""
+        return ServerLimits(self.idle_seconds, max(1, math.ceil(self.max_connections / workers)))
+
 
 @dataclass(frozen=True)
 class Served:
@@ -96,6 +105,8 @@ class Served:
     host: str
     port: int
     limits: ServerLimits = field(default_factory=ServerLimits)
+    reuse_port: bool = False
+    """Several workers listen on this port (SO_REUSEPORT): the kernel spreads new connections among them."""
 
 
 def create_apps(config: Config, engine: Engine) -> list[Served]:
@@ -104,12 +115,17 @@ def create_apps(config: Config, engine: Engine) -> list[Served]:
     First, so that the gateway's first sync round finds it up.
     """
     limits = ServerLimits.from_config(config)
-    apps = [Served("gateway", create_app(config, engine=engine), config["gateway.host"], config["gateway.port"],
-                   limits)]
+    apps = [gateway_served(config, engine)]
     if config["central.embedded"]:
         central = create_central_app(central_config(config, engine), page_settings(config, engine))
         apps.insert(0, Served("central backend", central, config["central.host"], config["central.port"], limits))
     return apps
+
+
+def gateway_served(config: Config, engine: Engine, workers: int = 1) -> Served:
+    """The gateway as one of `workers` processes listening on its port (alone unless `workers` > 1)."""
+    return Served("gateway", create_app(config, engine=engine), config["gateway.host"], config["gateway.port"],
+                  ServerLimits.from_config(config).per_worker(workers), reuse_port=workers > 1)
 
 
 def run_apps(apps: list[Served]) -> None:
@@ -144,7 +160,8 @@ async def serving(apps: list[Served]) -> AsyncIterator[list[str]]:
             await runner.setup()
             runners.append(runner)
             listener = await asyncio.get_running_loop().create_server(
-                CappedConnections(runner.server, served.name, most), served.host, served.port, backlog=128)
+                CappedConnections(runner.server, served.name, most), served.host, served.port, backlog=128,
+                reuse_port=served.reuse_port or None)
             listeners.append(listener)
             port = listener.sockets[0].getsockname()[1]
             urls.append(f"http://{served.host}:{port}")
@@ -164,7 +181,7 @@ def connection_cap(wanted: list[int]) -> list[int]:
     the limit, accept() fails and asyncio logs every attempt.
     """
     files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if files == resource.RLIM_INFINITY:
+    if files == resource.RLIM_INFINITY or not wanted:
         return wanted
     share = max(1, files // 2 // len(wanted))
     if any(most > share for most in wanted):
@@ -226,7 +243,10 @@ def setup_routes(app: web.Application) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     pending = await request.app[store_key].read(lambda store: store.pending_count())
-    return web.json_response({"status": "ok", "pending": pending})
+    # Which process answered, and whether it runs the background duties: with several workers, the one to
+    # look at when SMS stop going out.
+    return web.json_response({"status": "ok", "pending": pending, "pid": os.getpid(),
+                              "duties": request.app[duties_key].leading})
 
 
 @web.middleware
@@ -292,5 +312,5 @@ async def housekeeping_context(app: web.Application) -> AsyncIterator[None]:
                 log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
-    async with in_background(loop()):
+    async with duty(app, "housekeeping", loop):
         yield

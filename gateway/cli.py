@@ -21,6 +21,7 @@ from typing import Iterator, NoReturn
 from urllib.parse import urlsplit
 
 import aiohttp
+import asyncpg
 import click
 from ulid import ULID
 
@@ -29,11 +30,12 @@ from sync.accounts import PASSWORD_MIN, ROLES, AccountError, check_password, has
 from sync.central import (CentralConfig, CentralStore, GatewayExists, PrefixTaken, RegistrationError,
                           create_central_app, export_updates_file, import_batch_file)
 from sync.errors import BatchFileError, KeyFileError, StoreError, SyncError
+from sync.sessions import RedisSessions, SessionsUnavailable
 from sync.outbox import STATES as OUTBOX_STATES
 from sync.rotate import BATCH_SIZE, rotate_key
 from sync.store import DATABASE_NAME, KEY_FILE_NAME, Store
 
-from .app import Served, ServerLimits, create_apps, run_apps
+from .app import Served, ServerLimits, create_apps, gateway_served, run_apps
 from .central import central_config
 from .config import Config, load_config
 from .errors import ConfigError
@@ -42,6 +44,7 @@ from .pages import page_settings
 from .resources import Rules, housekeep, load_engine, stored_counts
 from .safety import exposure_problem
 from .syncer import export_file, import_file, sync_once
+from .workers import Supervisor, tag_worker, worker_command
 
 log = logging.getLogger("kentongan")
 
@@ -82,10 +85,15 @@ def _opened(config_path: str | None, *, engine: bool = False, store: bool = Fals
             # Made whenever the menus are loaded: every setting is checked before anything runs.
             opened.central_config = central_config(opened.config, opened.engine)
         if store:
-            if not (opened.config.data_dir / DATABASE_NAME).exists():
+            database_url = opened.config["gateway.database_url"]
+            if database_url and not (opened.config.data_dir / KEY_FILE_NAME).exists():
+                _fail(f"no gateway key in {opened.config.data_dir.resolve()} ({KEY_FILE_NAME}) for the store in "
+                      f"gateway.database_url; copy it from a machine that serves that store")
+            if not database_url and not (opened.config.data_dir / DATABASE_NAME).exists():
                 _fail(f"no gateway store in {opened.config.data_dir.resolve()} ({DATABASE_NAME}); "
                       f"check gateway.data_dir, or run `kentongan serve` there first")
-            opened.store = stack.enter_context(contextlib.closing(Store.open(opened.config.data_dir)))
+            opened.store = stack.enter_context(contextlib.closing(
+                Store.open(opened.config.data_dir, database_url=database_url)))
         if central:
             opened.central = stack.enter_context(contextlib.closing(opened.central_config.open_store()))
     except ConfigError as error:
@@ -97,7 +105,7 @@ def _opened(config_path: str | None, *, engine: bool = False, store: bool = Fals
     except FlowError as error:
         stack.close()
         _fail(f"menu or catalog error: {error}")
-    except (OSError, StoreError) as error:
+    except (OSError, StoreError, asyncpg.PostgresError) as error:
         stack.close()
         _fail(f"cannot open the store: {error}")
     with stack:
@@ -116,7 +124,8 @@ def main() -> None:
     setup_logging(logging.WARNING)  # every command's log lines pass the masking filter
 
 
-def _serve(apps: list[Served], config: Config) -> None:
+def _serve(apps: list[Served], config: Config, supervisor: Supervisor | None = None) -> None:
+    """Serve `apps` (with `supervisor`, the parent's own beside its workers) until stopped."""
     problem = exposure_problem(config, apps)
     if problem:
         _fail(f"config error: {problem}")
@@ -124,23 +133,58 @@ def _serve(apps: list[Served], config: Config) -> None:
     if config.source is None:
         log.info("no config.yaml here: serving on defaults, data in %s", config.data_dir)
     try:
-        run_apps(apps)
+        if supervisor is None:
+            run_apps(apps)
+        elif code := supervisor.run():
+            sys.exit(code)  # a worker already said why, in one line
     except PrefixTaken as error:  # the config's own gateway, registered as the central backend starts
         _fail(f"config error: gateway.ref_prefix: {error}")
-    except (OSError, StoreError) as error:
+    except (OSError, StoreError, asyncpg.PostgresError) as error:
         _fail(f"cannot serve: {error}")
+
+
+workers_option = click.option(
+    "--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+    help="Processes serving on one port (SO_REUSEPORT), kept running by this one; more than 1 needs a "
+         "PostgreSQL store (gateway.database_url, or central.database_url for `central serve`).")
+worker_option = click.option("--worker", type=click.IntRange(1), default=None, hidden=True,
+                             help="Set by the parent of --workers: this process is that worker.")
+
+
+def _several(workers: int, database_url: str, key: str) -> None:
+    """Refuse several workers on a SQLite store: each process would hold its own writer on one file."""
+    if workers > 1 and not database_url:
+        _fail(f"--workers {workers} needs a store that several processes share: set {key} to a PostgreSQL "
+              f"address (the SQLite store serves one process), or serve with --workers 1")
+
+
+def _worker_args(config_path: str | None, *command: str, workers: int) -> list[str]:
+    return [*command, "--workers", str(workers), *(["--config", config_path] if config_path else [])]
 
 
 @main.command()
 @config_option
-def serve(config_path) -> None:
+@workers_option
+@worker_option
+def serve(config_path, workers: int, worker: int | None) -> None:
     """Serve the gateway (USSD and SMS callbacks, SMS sender, sync) until stopped.
 
-    With `central.embedded`, the central backend runs beside it.
+    With `central.embedded`, the central backend runs beside it (in the parent, once, with --workers).
     """
     with _opened(config_path, engine=True, require_file=False) as opened:
-        apps = create_apps(opened.config, opened.engine)
-    _serve(apps, opened.config)
+        config = opened.config
+        _several(workers, config["gateway.database_url"], "gateway.database_url")
+        if worker is not None:  # one of the parent's workers: the gateway alone, on the shared port
+            apps = [gateway_served(config, opened.engine, workers)]
+            tag_worker(apps[0].app)
+        else:
+            apps = create_apps(config, opened.engine)
+    if worker is not None or workers == 1:
+        _serve(apps, config)
+        return
+    own = [served for served in apps if served.name != "gateway"]
+    argv = _worker_args(config_path, "serve", workers=workers)
+    _serve(apps, config, Supervisor("gateway", workers, lambda index: worker_command(argv, index), own))
 
 
 @main.group()
@@ -150,13 +194,23 @@ def central() -> None:
 
 @central.command("serve")
 @config_option
-def central_serve(config_path) -> None:
+@workers_option
+@worker_option
+def central_serve(config_path, workers: int, worker: int | None) -> None:
     """Serve the central backend (sync API, staff API, Open311) until stopped."""
     with _opened(config_path, engine=True, require_file=False) as opened:
         config = opened.config
+        _several(workers, config["central.database_url"], "central.database_url")
         app = create_central_app(opened.central_config, page_settings(config, opened.engine))
-    _serve([Served("central backend", app, config["central.host"], config["central.port"],
-                   ServerLimits.from_config(config))], config)
+    served = Served("central backend", app, config["central.host"], config["central.port"],
+                    ServerLimits.from_config(config).per_worker(workers), reuse_port=workers > 1)
+    if worker is not None:
+        tag_worker(app)
+    if worker is not None or workers == 1:
+        _serve([served], config)
+        return
+    argv = _worker_args(config_path, "central", "serve", workers=workers)
+    _serve([served], config, Supervisor("central backend", workers, lambda index: worker_command(argv, index), []))
 
 
 @main.command()
@@ -168,6 +222,8 @@ def status(config_path, as_json: bool) -> None:
         counts = opened.store.counts()
         counts["sync"]["central_prefix"] = opened.store.meta("sync_central_prefix")
         counts["limits"] = stored_counts(opened.store)
+        if opened.config["sessions.backend"] == "redis":
+            counts["ussd_sessions_open"] = _redis_sessions_open(opened.config, opened.store)
         prefix = opened.config["gateway.ref_prefix"]
     if as_json:
         click.echo(json.dumps(counts, indent=2, sort_keys=True))
@@ -194,6 +250,24 @@ def status(config_path, as_json: bool) -> None:
     limits = counts["limits"]
     click.echo(f"rate limits: {limits['refused_ussd_sessions']} USSD sessions refused, {limits['refused_sms']} SMS "
                f"refused, {limits['held_submissions']} submissions held for review")
+
+
+def _redis_sessions_open(config: Config, store: Store) -> int | str:
+    """How many USSD sessions in Redis have not ended, or why Redis could not tell."""
+    async def count() -> int:
+        sessions = RedisSessions.from_url(config["sessions.redis_url"], store.sealer, config["sessions.redis_prefix"],
+                                          keep=dt.timedelta(hours=config["ussd.keep_sessions_hours"]),
+                                          resume_window=dt.timedelta(minutes=config["ussd.resume_minutes"]),
+                                          clock=store.clock)
+        try:
+            return await sessions.count_open()
+        finally:
+            await sessions.close()
+
+    try:
+        return asyncio.run(count())
+    except SessionsUnavailable as error:
+        return f"unknown (Redis: {error})"
 
 
 def _newer(when: str | None, than: str | None) -> bool:
@@ -333,12 +407,15 @@ def rotate_key_command(config_path, batch_size: int) -> None:
                   f"with the old key")
         try:
             done = rotate_key(opened.store, batch_size)
-        except (OSError, sqlite3.Error, KeyFileError) as error:
+        except (OSError, sqlite3.Error, asyncpg.PostgresError, KeyFileError) as error:
             _fail(f"key rotation stopped, run it again to finish: {error}")
+        shared = opened.store.postgres
     resumed = "finished the interrupted rotation: " if done.resumed else ""
     odd = f"; {done.unopened} values that look sealed but do not open left as they are" if done.unopened else ""
     click.echo(f"{resumed}re-sealed {done.resealed} values under key {done.generation}; "
                f"key {', '.join(map(str, done.removed))} is gone from {KEY_FILE_NAME}{odd}")
+    if shared:
+        click.echo(f"copy {KEY_FILE_NAME} to every machine that serves this PostgreSQL store before starting it")
 
 
 def _serving(config: Config) -> str | None:

@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 import random
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Callable, Protocol
 
 import requests
 from aiohttp import web
@@ -124,11 +124,15 @@ def backoff(attempt: int, base: float) -> dt.timedelta:
 class Sender:
     """Sends due outbox rows until cancelled."""
 
-    def __init__(self, store_thread, provider: Provider, *, max_attempts: int, retry_seconds: float):
+    def __init__(self, store_thread, provider: Provider, *, max_attempts: int, retry_seconds: float,
+                 idle_seconds: float = IDLE_SECONDS, on_accepted: Callable[[], None] = lambda: None):
         self._store = store_thread
         self._provider = provider
         self._max_attempts = max_attempts
         self._retry_seconds = retry_seconds
+        self._idle_seconds = idle_seconds
+        """Longest wait between looks at the outbox: short when other processes queue SMS in a shared store."""
+        self._on_accepted = on_accepted
         self._wake = asyncio.Event()
         self.accepted = 0
         """Messages the provider took since the start (`/metrics`)."""
@@ -179,6 +183,7 @@ class Sender:
         if outcome.accepted:
             await self._store.call(lambda store: store.outbox.sent(claim["id"], outcome.provider_id, outcome.status))
             self.accepted += 1
+            self._on_accepted()
             log.info("SMS %s to %s: %s", claim["send_id"], mask_phone(claim["to"]), outcome.status)
         elif outcome.permanent:
             await self._store.call(lambda store: store.outbox.give_up(claim["id"], outcome.status))
@@ -191,7 +196,7 @@ class Sender:
 
     async def _idle(self) -> None:
         next_due = await self._store.call(lambda store: store.outbox.next_due())
-        wait = IDLE_SECONDS
+        wait = self._idle_seconds
         if next_due is not None:
             # The store's clock, not the wall clock: due times are written in it (tests move it).
             now = self._store.store.clock()
@@ -216,12 +221,18 @@ def make_provider(config) -> Provider:
 
 
 async def sender_context(app: web.Application) -> AsyncIterator[None]:
-    from .resources import config_key, in_background, sender_key, store_key
+    """The app's sender; it sends only while this process runs the background duties (`gateway.duties`),
+    but every process has one, for the wake-ups of its handlers."""
+    from .duties import SHARED_POLL_SECONDS, duty, shared_store
+    from .metrics import metrics_key
+    from .resources import config_key, sender_key, store_key
 
     config = app[config_key]
     sender = Sender(app[store_key], make_provider(config), max_attempts=config["sms.max_attempts"],
-                    retry_seconds=config["sms.retry_seconds"])
+                    retry_seconds=config["sms.retry_seconds"],
+                    idle_seconds=SHARED_POLL_SECONDS if shared_store(app) else IDLE_SECONDS,
+                    on_accepted=app[metrics_key].sms_sent)
     app[sender_key] = sender
-    async with in_background(sender.run()):
+    async with duty(app, "SMS sender", sender.run):
         yield
     sender.close()
