@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import sqlite_utils
 
 from . import sql
-from .errors import NoFreeReference
+from .errors import NoFreeReference, StoreError
 from .reference import new_reference
 from .seal import Sealer
 
@@ -53,8 +53,8 @@ class Database:
     """Schema steps in order; `PRAGMA user_version` records how many have run."""
     PG_MIGRATIONS: list[PgMigration] = []
     """The same schema for PostgreSQL, in steps of its own (`PG_VERSION_TABLE` records how many have run)."""
-    LOCK_KEY = 0
-    """The advisory lock that keeps two processes starting on one PostgreSQL database from migrating at once."""
+    KIND = "store"
+    """What kind of store this is (`gateway`, `central`), as its PostgreSQL version table records it."""
 
     def __init__(self, location: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now):
         """Open the SQLite file at `location`, or the PostgreSQL database when it is a `postgresql://` address."""
@@ -64,7 +64,11 @@ class Database:
             self.path = None
             self.url = str(location)
             self.db = sql.PgDatabase(self.url)
-            self._migrate_postgres()
+            try:
+                self._migrate_postgres()
+            except BaseException:
+                self.db.close()
+                raise
             return
         self.path = Path(location)
         self.url = ""
@@ -84,17 +88,28 @@ class Database:
         return self.path is None
 
     def _migrate_postgres(self) -> None:
-        """Run the PostgreSQL schema steps not yet run, each in its own transaction, one process at a time."""
+        """Run the PostgreSQL schema steps not yet run, in one transaction, one process at a time.
+
+        The version table names the kind of store (`KIND`) that owns the
+        schema: the gateway's and the central backend's stores have tables of
+        the same names, so one opened where the other lives is refused with
+        one line, instead of failing later on a column it lacks.
+        """
         with self.transaction():
-            self.db.advisory_lock(self.LOCK_KEY)
-            self.db.execute(f"CREATE TABLE IF NOT EXISTS {PG_VERSION_TABLE} (version INTEGER NOT NULL)")
-            row = self.db.execute(f"SELECT version FROM {PG_VERSION_TABLE}").fetchone()
-            if row is None:
-                self.db.execute(f"INSERT INTO {PG_VERSION_TABLE} (version) VALUES (0)")
-            version = row[0] if row else 0
+            self.db.advisory_lock(0x4B54_5343_4845)  # "KTSCHE": every kind of store takes this one
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS {PG_VERSION_TABLE} "
+                            f'(store TEXT COLLATE "C" PRIMARY KEY, version INTEGER NOT NULL)')
+            rows = dict(self.db.execute(f"SELECT store, version FROM {PG_VERSION_TABLE}").fetchall())
+            others = sorted(set(rows) - {self.KIND})
+            if others:
+                raise StoreError(f"this PostgreSQL schema holds the {others[0]} store; give the {self.KIND} store a "
+                                 f"database or schema of its own (?search_path=... in its address)")
+            if self.KIND not in rows:
+                self.db.execute(f"INSERT INTO {PG_VERSION_TABLE} (store, version) VALUES (?, 0)", [self.KIND])
+            version = rows.get(self.KIND, 0)
             for number, step in enumerate(self.PG_MIGRATIONS[version:], version + 1):
                 step(self.db)
-                self.db.execute(f"UPDATE {PG_VERSION_TABLE} SET version = ?", [number])
+                self.db.execute(f"UPDATE {PG_VERSION_TABLE} SET version = ? WHERE store = ?", [number, self.KIND])
 
     def close(self) -> None:
         self.db.close()

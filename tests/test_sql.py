@@ -25,7 +25,7 @@ def _pg_schema(db):
 class Items(Database):
     MIGRATIONS = [_sqlite_schema]
     PG_MIGRATIONS = [_pg_schema]
-    LOCK_KEY = 4711
+    KIND = "items"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -144,3 +144,20 @@ async def test_sql_a_store_goes_on_after_postgres_closed_its_connection(sealer):
             assert [row[0] for row in store.db.execute("SELECT id FROM items ORDER BY id")] == ["after", "before"]
         finally:
             store.close()
+
+
+def test_sql_a_store_opened_where_another_kind_lives_is_refused(sealer):
+    from sync.errors import StoreError
+
+    class Other(Items):
+        KIND = "other"
+
+    async def run():
+        async with postgres_schemas("shared") as (dsn,):
+            Items(dsn, sealer).close()
+            with pytest.raises(StoreError, match="holds the items store; give the other store a database or schema"):
+                Other(dsn, sealer)
+            again = Items(dsn, sealer)  # its own kind opens as before
+            again.close()
+
+    asyncio.run(run())
