@@ -6,6 +6,15 @@ synchronous `requests`), and records what happened: accepted, retry later
 with exponential backoff and jitter, or give up. Rows a crashed process left
 `sending` are queued again when the worker starts.
 
+On a store several processes share (PostgreSQL) the sender runs in the one
+process that leads the background duties (`gateway.duties`), and the lead
+can move while a send is in the provider's hands: the old leader's call goes
+on in its thread, and records its outcome even though the sender that began
+it was stopped. So the new leader queues again only rows `sending` for longer
+than a send can take (`stale_after`), at start and every RECOVER_EVERY after:
+a row left by a process that died is sent again, a row still in flight
+elsewhere is not.
+
 A reply to a premium (on-demand) SMS goes back as Africa's Talking requires:
 through the SDK's `send_premium`, from the short code the SMS came to, with
 its `linkId` and the configured premium keyword, billed to the subscriber
@@ -37,6 +46,11 @@ REFUSED_FOR_GOOD = {402: "InvalidSenderId", 403: "InvalidPhoneNumber", 404: "Uns
 """Codes a retry cannot change; retrying them is how SMS storms start."""
 MAX_DELAY = dt.timedelta(hours=1)
 IDLE_SECONDS = 5.0
+SENDING_MARGIN = dt.timedelta(seconds=60)
+"""Added to a send's own timeouts before a `sending` row counts as left behind: the sender may write its
+outcome late (the store busy, or failing over)."""
+RECOVER_EVERY = dt.timedelta(seconds=30)
+"""How often a running sender looks for rows left `sending` by a process that died (store clock)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,12 @@ class AfricasTalkingProvider:
         return Outcome(False, recipient.get("messageId"), f"{code} {status}", permanent=code in REFUSED_FOR_GOOD)
 
 
+def stale_after(timeout_seconds: float) -> dt.timedelta:
+    """How long a row may stay `sending` before it counts as left behind: the provider call's connect and
+    read timeouts (`make_provider`: each at most `sms.timeout_seconds`), plus SENDING_MARGIN."""
+    return dt.timedelta(seconds=2 * timeout_seconds) + SENDING_MARGIN
+
+
 def backoff(attempt: int, base: float) -> dt.timedelta:
     """Exponential backoff with jitter: about base, 2 base, 4 base... capped at an hour."""
     ceiling = min(MAX_DELAY.total_seconds(), base * 2 ** (attempt - 1))
@@ -125,7 +145,8 @@ class Sender:
     """Sends due outbox rows until cancelled."""
 
     def __init__(self, store_thread, provider: Provider, *, max_attempts: int, retry_seconds: float,
-                 idle_seconds: float = IDLE_SECONDS, on_accepted: Callable[[], None] = lambda: None):
+                 idle_seconds: float = IDLE_SECONDS, on_accepted: Callable[[], None] = lambda: None,
+                 stale: dt.timedelta, shared: bool = False):
         self._store = store_thread
         self._provider = provider
         self._max_attempts = max_attempts
@@ -133,6 +154,12 @@ class Sender:
         self._idle_seconds = idle_seconds
         """Longest wait between looks at the outbox: short when other processes queue SMS in a shared store."""
         self._on_accepted = on_accepted
+        self._shared = shared
+        """Other processes use the store, and one of them may have a send in flight (see the module)."""
+        self._stale = stale
+        """How long a row may stay `sending` before it counts as left behind (`stale_after`)."""
+        self._next_recovery: dt.datetime | None = None
+        self._in_flight: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self.accepted = 0
         """Messages the provider took since the start (`/metrics`)."""
@@ -144,13 +171,15 @@ class Sender:
         self._wake.set()
 
     async def run(self) -> None:
-        recovered = await self._store.call(lambda store: store.outbox.recover())
-        if recovered:
-            log.warning("%d SMS were being sent when the gateway stopped; sending them again", recovered)
+        # A lone process just started is the only sender there is: whatever is `sending` was left by its
+        # predecessor. On a shared store, only what has been `sending` for longer than a send can take.
+        await self._recover(self._stale if self._shared else None)
         while True:
             # Cleared before looking, so a wake-up during the round is not lost.
             self._wake.clear()
             try:
+                if self._store.store.clock() >= self._next_recovery:
+                    await self._recover(self._stale)
                 sent_any = await self.round()
             except Exception:
                 log.exception("outbox round failed")
@@ -158,13 +187,25 @@ class Sender:
             if not sent_any:
                 await self._idle()
 
+    async def _recover(self, older_than: dt.timedelta | None) -> None:
+        """Queue again the rows left `sending` (see `Outbox.recover`), and say so once for all of them."""
+        self._next_recovery = self._store.store.clock() + RECOVER_EVERY
+        recovered = await self._store.call(lambda store: store.outbox.recover(older_than))
+        if recovered:
+            log.warning("%d SMS were left being sent by a process that stopped; sending them again", recovered)
+
     async def round(self) -> bool:
         """Send everything due now; True when there was anything."""
         due = await self._store.call(lambda store: store.outbox.due())
         for message_id in due:
             claim = await self._store.call(lambda store: store.outbox.begin(message_id))
             if claim is not None:
-                await self._send(claim)
+                # Shielded: a sender stopped mid-send (this process lost the lead) still records what the
+                # provider answered, or the row would stay `sending` and the next leader would send it again.
+                send = asyncio.ensure_future(self._send(claim))
+                self._in_flight.add(send)
+                send.add_done_callback(self._in_flight.discard)
+                await asyncio.shield(send)
         return bool(due)
 
     async def _send(self, claim: dict) -> None:
@@ -207,6 +248,8 @@ class Sender:
             pass
 
     def close(self) -> None:
+        for send in self._in_flight:  # the process is stopping: its row stays `sending`, queued again later
+            send.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -228,10 +271,12 @@ async def sender_context(app: web.Application) -> AsyncIterator[None]:
     from .resources import config_key, sender_key, store_key
 
     config = app[config_key]
+    shared = shared_store(app)
     sender = Sender(app[store_key], make_provider(config), max_attempts=config["sms.max_attempts"],
                     retry_seconds=config["sms.retry_seconds"],
-                    idle_seconds=SHARED_POLL_SECONDS if shared_store(app) else IDLE_SECONDS,
-                    on_accepted=app[metrics_key].sms_sent)
+                    idle_seconds=SHARED_POLL_SECONDS if shared else IDLE_SECONDS,
+                    on_accepted=app[metrics_key].sms_sent, shared=shared,
+                    stale=stale_after(config["sms.timeout_seconds"]))
     app[sender_key] = sender
     async with duty(app, "SMS sender", sender.run):
         yield

@@ -95,7 +95,7 @@ def apply_updates(store: Store, engine: Engine, rules: Rules, updates: list[dict
     """
     applied, states = 0, []
     with store.transaction():
-        cursor = int(store.meta("sync_cursor", "0"))
+        cursor = _held_cursor(store)
         for update in sorted((u for u in updates if isinstance(u, dict) and isinstance(u.get("seq"), int)),
                              key=lambda u: u["seq"]):
             if update["seq"] <= cursor:
@@ -110,6 +110,24 @@ def apply_updates(store: Store, engine: Engine, rules: Rules, updates: list[dict
             applied += 1
         store.set_meta(sync_cursor=cursor)
     return Applied(applied, states.count("queued"), states.count("suppressed"))
+
+
+def _held_cursor(store: Store) -> int:
+    """The stored cursor, read in the open transaction so that no other process applies updates until it ends.
+
+    SQLite's BEGIN IMMEDIATE already lets one writer in at a time. On a
+    PostgreSQL store that several workers share, the leader's timer round, a
+    kiosk "Sync now" in another worker, `kentongan sync` and an imported
+    answer file can apply the same page at once: under READ COMMITTED both
+    would read the same cursor and queue every notice twice. The cursor's row
+    is locked instead (made first, so that there is a row to lock), and the
+    second process reads it only after the first has committed its new value.
+    """
+    if not store.postgres:
+        return int(store.meta("sync_cursor", "0"))
+    store.db.execute("INSERT INTO meta (key, value) VALUES ('sync_cursor', '0') ON CONFLICT (key) DO NOTHING")
+    row = store.db.execute("SELECT value FROM meta WHERE key = 'sync_cursor' FOR UPDATE").fetchone()
+    return int(row[0] or 0)
 
 
 def keep_deadline(store: Store, update: dict) -> None:

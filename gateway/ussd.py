@@ -12,7 +12,11 @@ nothing. Each hop is one transaction in the store's thread: read the
 session, step the engine, write the session (and the submission, when the
 turn confirms one), commit, then answer. Hops that queue while the store's
 thread is busy share one commit (`StoreThread.call_grouped`), each in a
-savepoint of its own, so one that fails is undone alone.
+savepoint of its own, so one that fails is undone alone. On a PostgreSQL
+store that several workers share, a hop first waits for its session
+(`Store.lock_session`): two copies of one hop at two workers run one after
+the other, and the second is answered as a retry (or reuses the first's
+submission, below), never with a second submission.
 
 With `sessions.backend: redis` the session lives in Redis (`sync.sessions`)
 and the order is: read it from Redis, run the same turn in the store's
@@ -25,7 +29,8 @@ the turn again, and a submission already stored for the session is reused
 or written the caller gets a polite END, "try again in a few minutes", in
 their language; what the store committed stays, and its SMS goes. A hop
 that ended its session (a confirmation with its reference) is answered as
-it is even when its session write failed: nothing needs that session again.
+it is even when its session write failed: nothing needs that session again,
+and a new dial is not offered to continue it (its submission is stored).
 """
 
 from __future__ import annotations
@@ -125,6 +130,9 @@ def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, limits: Limi
     else:
         ctx = turn.context(store, rules, hop.phone, new_reference=lambda: _reference(store, rules, hop.session_id))
     with store.transaction():
+        # Several workers on one PostgreSQL store: a copy of this hop at another worker (the network's retry
+        # of a slow hop) waits here until this one committed, then finds its session ended or its submission.
+        store.lock_session(hop.session_id)
         saved = store.session(hop.session_id) if held is None else held.saved
         if saved is not None and saved["phone_hash"] != store.phone_digest(hop.phone):
             raise BadCallback("sessionId belongs to another phoneNumber")
@@ -221,16 +229,25 @@ def _first_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, ctx: Conte
             step = engine.resume(step.session, piece, ctx)
         return step
     dropped = None
+    if rules.resume_window:
+        dropped = held.dropped if held is not None else store.resumable_session(
+            hop.phone, rules.resume_window, exclude=hop.session_id)
+    if dropped is None:
+        return engine.start(language, ctx)
+    # Offered now, or never: either way, no other session of the caller is offered again.
     if held is not None:
-        dropped = held.dropped if rules.resume_window else None
-        held.forget = dropped is not None
-    elif rules.resume_window:
-        dropped = store.resumable_session(hop.phone, rules.resume_window, exclude=hop.session_id)
-        if dropped is not None:
-            store.forget_resumable(hop.phone, exclude=hop.session_id)
-    if dropped is not None:
-        store.funnel_resumed(hop.session_id, dropped[0])
-    return engine.start(language, ctx, saved=dropped[1] if dropped else None)
+        held.forget = True
+    else:
+        store.forget_resumable(hop.phone, exclude=hop.session_id)
+    if store.submission_of_session(dropped[0]) is not None:
+        # Its confirm hop committed, but its session was not written after (the worker died, or Redis failed
+        # the write of that END): continued here, it would be confirmed again under this session's id, a
+        # second submission and a second SMS. What it made is stored and its SMS goes; the caller starts afresh.
+        log.info("session %s: the dropped session %s made its submission already; not offered", hop.session_id,
+                 dropped[0])
+        return engine.start(language, ctx)
+    store.funnel_resumed(hop.session_id, dropped[0])
+    return engine.start(language, ctx, saved=dropped[1])
 
 
 async def ussd_callback(request: web.Request) -> web.Response:

@@ -5,7 +5,10 @@ submission, an incoming SMS, a status change), so deciding to send and
 recording the decision cannot come apart. The sender marks a row `sending`
 and commits before it calls the provider; a gateway that dies there finds
 the row `sending` on start and queues it again: a crash costs at most one
-extra copy, never a lost message.
+extra copy, never a lost message. On a store several processes share, the
+row is queued again only once it has been `sending` for longer than a send
+can take (`recover`): until then its sender may still be waiting for the
+provider's answer.
 
 States:
 
@@ -113,12 +116,23 @@ class Outbox:
             self._db.execute("UPDATE outbox SET short_code = ?, link_id = ? WHERE cause = ?",
                              [short_code, link_id, cause])
 
-    def recover(self) -> int:
-        """On start: rows left `sending` by a dead process are queued again (sent at most once more)."""
+    def recover(self, older_than: dt.timedelta | None = None) -> int:
+        """Rows left `sending` by a process that died are queued again (sent at most once more); return how many.
+
+        With `older_than`, only rows `sending` for longer than that: on a
+        store that several processes share, a younger one may still be in the
+        provider's hands in a process alive elsewhere (a leader that stepped
+        down while its call went on), which records its outcome itself.
+        Without, every one: a lone process just started is the only sender.
+        """
+        now = self._now()
+        limit, args = "", [RESENT, self._store.stamp(now)]
+        if older_than is not None:
+            limit = " AND updated_at <= ?"
+            args.append(self._store.stamp(now - older_than))
         with self._store.transaction():
             cursor = self._db.execute(
-                "UPDATE outbox SET state = 'queued', reason = ?, updated_at = ? WHERE state = 'sending'",
-                [RESENT, self._store.stamp(self._now())])
+                "UPDATE outbox SET state = 'queued', reason = ?, updated_at = ? WHERE state = 'sending'" + limit, args)
         return cursor.rowcount
 
     def due(self, limit: int = 20) -> list[str]:

@@ -171,7 +171,26 @@ def _v10(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_submissions_session_id ON submissions (session_id)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
+_ONE_SUBMISSION_PER_SESSION = (
+    "UPDATE submissions SET session_id = NULL WHERE session_id IS NOT NULL AND id > "
+    "(SELECT min(s.id) FROM submissions s WHERE s.session_id = submissions.session_id)",
+    "DROP INDEX idx_submissions_session_id",
+    "CREATE UNIQUE INDEX idx_submissions_session_id ON submissions (session_id) WHERE session_id IS NOT NULL",
+)
+"""A session makes one submission at most (its submit screen ends it), and now the database holds to it:
+two workers handed copies of one hop can no longer both store one. A store from before may hold such twins;
+it still opens: every submission stays, the first keeps the session id and the later ones lose it (only a
+retried hop looks a submission up by its session, and it must find one)."""
+
+
+def _v11(db: sqlite_utils.Database) -> None:
+    """One submission per USSD session (see `_ONE_SUBMISSION_PER_SESSION`)."""
+    for statement in _ONE_SUBMISSION_PER_SESSION:
+        db.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10,
+                                                             _v11]
 
 _TEXT = 'TEXT COLLATE "C"'
 PG_SCHEMA = f"""
@@ -228,16 +247,22 @@ CREATE TABLE feedback (
 CREATE UNIQUE INDEX idx_feedback_submission_id ON feedback (submission_id);
 CREATE INDEX idx_feedback_sync_state_id ON feedback (sync_state, id);
 """ + accounts.PG_SCHEMA
-"""The gateway's store on PostgreSQL: the tables and indexes `MIGRATIONS` ends with, every text column
-compared by code point as SQLite compares it."""
+"""The gateway's store on PostgreSQL: the tables and indexes of `MIGRATIONS` up to `_v10` (later steps follow
+in `PG_MIGRATIONS`), every text column compared by code point as SQLite compares it."""
 
 
 def _pg_v1(db) -> None:
-    """The whole current schema at once: a PostgreSQL store has no older data to carry forward."""
+    """The whole schema of its day at once: a PostgreSQL store then had no older data to carry forward."""
     db.execute(PG_SCHEMA)
 
 
-PG_MIGRATIONS = [_pg_v1]
+def _pg_v2(db) -> None:
+    """One submission per USSD session, as `_v11`."""
+    for statement in _ONE_SUBMISSION_PER_SESSION:
+        db.execute(statement)
+
+
+PG_MIGRATIONS = [_pg_v1, _pg_v2]
 
 
 class Store(Database):
@@ -245,7 +270,7 @@ class Store(Database):
 
     MIGRATIONS = MIGRATIONS
     PG_MIGRATIONS = PG_MIGRATIONS
-    LOCK_KEY = 0x4B54_4741_5445  # "KTGATE": not the central store's, which may share the database
+    KIND = "gateway"
 
     def __init__(self, path: str | Path, sealer: Sealer, clock: Clock = utc_now):
         """The store in the SQLite file `path`, or in the PostgreSQL database when `path` is a
@@ -321,6 +346,14 @@ class Store(Database):
              self.sealer.seal(history), self.sealer.seal(response),
              int(done), int(resumable and not done), now, now],
         )
+
+    def lock_session(self, session_id: str) -> None:
+        """Wait until no other process's transaction is at USSD session `session_id`, and keep it ours until this
+        transaction ends: on a PostgreSQL store shared by several workers, two copies of one hop (the network
+        retrying a slow one, sent elsewhere) then run one after the other, and the second sees what the first
+        stored. A SQLite store has one writer at a time already, so nothing is done there."""
+        if self.postgres:
+            self.db.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", [session_id])
 
     def resumable_session(self, phone: str, within: dt.timedelta, exclude: str) -> tuple[str, dict] | None:
         """The caller's latest unfinished session touched within `within`: (id, state), or None."""
@@ -487,8 +520,10 @@ class Store(Database):
             raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUSES)}")
         note = note or None
         with self.transaction():
-            row = self.db.execute("SELECT phone, language, service, status, note, id FROM submissions WHERE ref = ?",
-                                  [ref]).fetchone()
+            # Locked on PostgreSQL until the change commits: a second process changing the same submission at
+            # once then reads the new status, and writes no second history line (SQLite: BEGIN IMMEDIATE).
+            row = self.db.execute("SELECT phone, language, service, status, note, id FROM submissions WHERE ref = ?"
+                                  + (" FOR UPDATE" if self.postgres else ""), [ref]).fetchone()
             if row is None or (row[3], row[4]) == (status, note):
                 return None
             now = _stamp(self.clock())

@@ -211,6 +211,32 @@ async def test_sessions_redis_retries_racing_after_a_lost_write_make_one_submiss
     assert len(await confirmations(gateway)) == 1
 
 
+async def test_sessions_redis_redial_after_a_lost_confirmation_write_is_not_offered_it_again(sms_gateway, standin):
+    gateway = sms_gateway
+    sessions, _ = redis_of(gateway)
+    await gateway.dial("lost", *REPORT)
+    real = sessions._save
+
+    async def fails(*args, **kwargs):
+        raise RedisConnectionError("Connection reset by peer")
+
+    # The confirmation is committed and answered, but Redis keeps the session on its confirm screen, and the
+    # caller's resume offer still points there.
+    sessions._save = fails
+    end = await gateway.hop("lost", "*".join([*REPORT, "1"]))
+    sessions._save = real
+    [made] = await submissions(gateway)
+    assert end.startswith("END Terima kasih") and made["ref"] in end
+
+    # The caller dials again (the END never reached them): the main menu, not "continue your report?", which
+    # would confirm it a second time under the new session.
+    assert (await gateway.hop("again", "")).startswith("CON Kentongan, layanan desa")
+    assert (await gateway.hop("third", "")).startswith("CON Kentongan, layanan desa")  # gone, not skipped once
+    assert [row["ref"] for row in await submissions(gateway)] == [made["ref"]]
+    await eventually(lambda: len(standin.accepted) == 1)
+    assert len(await confirmations(gateway)) == 1
+
+
 # -- Redis down ------------------------------------------------------------------------------
 
 async def test_sessions_redis_down_at_a_hop_is_a_polite_end_in_the_callers_language(tmp_path, prefix, caplog):

@@ -340,3 +340,64 @@ def test_two_stores_never_move_a_delivered_sms_back(two):
                    lambda s: s.outbox.report("ATPid_1", "Buffered", None))
     assert late == "delivered"
     assert two.other.outbox.messages()[0]["state"] == "delivered"
+
+
+def test_two_stores_record_one_status_change_once(two):
+    two.first.add_submission(SUB, phone="+6281234567890", channel="ussd")
+    # One change reaches two processes at once: one of them makes it, the other finds it made.
+    second = two.run(lambda s: s.set_status("K7ABCDE", "in_progress", "Tim berangkat"),
+                     lambda s: s.set_status("K7ABCDE", "in_progress", "Tim berangkat"))
+    assert second is None
+    assert [h["status"] for h in two.other.history("K7ABCDE")] == ["received", "in_progress"]
+
+
+# -- one submission per USSD session ------------------------------------------------------------------------
+
+def test_store_keeps_one_submission_per_session(store):
+    store.add_submission(SUB, phone="+6281234567890", channel="ussd", session_id="s1")
+    with pytest.raises(IntegrityError):
+        store.add_submission({**SUB, "ref": "K7BBBBB", "unique": {}}, phone="+6281234567890", channel="ussd",
+                             session_id="s1")
+    # Submissions of no session (SMS) are as many as they come.
+    for ref in ("K7CCCCC", "K7DDDDD"):
+        store.add_submission({**SUB, "ref": ref, "unique": {}}, phone="+6281234567890", channel="sms")
+    assert store.counts()["submissions"]["total"] == 3
+    assert store.submission_of_session("s1")["ref"] == "K7ABCDE"
+
+
+def test_store_with_two_submissions_of_one_session_from_before_still_opens(tmp_path, database_url):
+    class OldStore(Store):
+        MIGRATIONS = STORE_MIGRATIONS[:10]
+        PG_MIGRATIONS = Store.PG_MIGRATIONS[:1]
+
+    old = OldStore.open(tmp_path, database_url=database_url)
+    for ref in ("K7AAAAA", "K7BBBBB"):  # two workers' copies of one confirm hop, before they took turns
+        old.add_submission({**SUB, "ref": ref, "unique": {}}, phone="+6281234567890", channel="ussd",
+                           session_id="s1")
+    old.close()
+    store = Store.open(tmp_path, database_url=database_url)
+    try:
+        assert store.counts()["submissions"]["total"] == 2  # nothing is lost
+        assert store.submission("K7BBBBB")["answers"] == SUB["answers"]
+        assert store.submission_of_session("s1")["ref"] == "K7AAAAA"  # the first keeps its session
+        with pytest.raises(IntegrityError):
+            store.add_submission({**SUB, "ref": "K7CCCCC", "unique": {}}, phone="+6281234567890", channel="ussd",
+                                 session_id="s1")
+    finally:
+        store.close()
+
+
+def test_two_stores_take_turns_at_one_session(two):
+    def confirm(store, ref):
+        # What a confirm hop does at a worker (`gateway.ussd.ussd_turn`): wait for the session, then store
+        # its submission unless one is stored already.
+        with store.transaction():
+            store.lock_session("s1")
+            made = store.submission_of_session("s1")
+            if made is None:
+                store.add_submission({**SUB, "ref": ref, "unique": {}}, phone="+6281234567890", channel="ussd",
+                                     session_id="s1")
+            return made
+
+    reused = two.run(lambda s: confirm(s, "K7AAAAA"), lambda s: confirm(s, "K7BBBBB"))
+    assert reused["ref"] == "K7AAAAA" and two.other.counts()["submissions"]["total"] == 1

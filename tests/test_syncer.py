@@ -9,7 +9,7 @@ from conftest import PHONE, free_port, served
 from flows import Engine
 from gateway.config import data_root
 from gateway.resources import Rules
-from gateway.syncer import REFUSED_RETRY_SECONDS, Syncer
+from gateway.syncer import REFUSED_RETRY_SECONDS, Syncer, apply_updates
 from gateway.turn import submit
 from sync.central import CentralConfig, create_central_app
 from sync.database import utc_now
@@ -128,3 +128,37 @@ async def test_syncer_unknown_gateway_is_refused_in_words(tmp_path, engine, stor
     assert caught.value.code == "wrong-secret"  # an unknown id is refused exactly as a wrong secret: ids stay secret
     assert (await sync_state(store))["refused"].startswith(
         "central refuses this gateway's secret, or does not know its id")
+
+
+# -- two processes applying one page of updates at once (workers sharing one PostgreSQL store) --------------
+
+@pytest.fixture
+def two(tmp_path, database_url, engine):
+    from test_store import Racing
+
+    first = Store.open(tmp_path, database_url=database_url)
+    other = Store.open(tmp_path, database_url=database_url)
+    report = {"service": "report", "language": "id", "unique": {},
+              "answers": {"category": "road", "location": "Dusun Kidul", "description": "Jalan berlubang"}}
+    submit(first, engine, RULES, report, phone=PHONE, channel="ussd")
+    yield Racing(first, other)
+    other.close()
+    first.close()
+
+
+def test_two_syncing_processes_send_each_status_notice_once(two, engine):
+    """The leader's timer round and a kiosk "Sync now" in another worker pull the same page at once: the
+    villager gets one SMS per change, the history one line per change, and the status ends where central's did."""
+    ref = two.first.recent_submissions(PHONE)[0]["ref"]
+    page = [{"seq": 1, "ref": ref, "status": "in_progress", "note": "Tim berangkat"},
+            {"seq": 2, "ref": ref, "status": "resolved", "note": "Sudah diperbaiki"}]
+    done = []
+    second = two.run(lambda s: done.append(apply_updates(s, engine, RULES, page)),
+                     lambda s: apply_updates(s, engine, RULES, page))
+    assert (done[0].updates, done[0].queued) == (2, 2)
+    assert (second.updates, second.queued) == (0, 0)  # it saw the first one's cursor: both already applied
+    notices = [m for m in two.other.outbox.messages(PHONE) if m["kind"] == "notice"]
+    assert len(notices) == 2
+    assert [h["status"] for h in two.other.history(ref)] == ["received", "in_progress", "resolved"]
+    assert two.other.submission(ref)["status"] == "resolved"
+    assert two.other.meta("sync_cursor") == "2"

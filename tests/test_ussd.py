@@ -2,16 +2,19 @@
 sessions in a real Redis; the store in a real PostgreSQL)."""
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import os
 import re
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import PHONE, Gateway, MovableClock, make_config
+from conftest import (PHONE, POSTGRES, REDIS, Gateway, MovableClock, eventually, make_config, postgres_schemas,
+                      redis_prefix)
 from flows import FlowError
 from flows.text import USSD_LIMIT, ussd_cost
 from gateway.resources import engine_key, sessions_key, store_key
@@ -457,3 +460,56 @@ async def test_ussd_callback_key_cannot_be_guessed_from_one_address(tmp_path, ca
         assert len([r for r in caplog.records if "wrong callback keys" in r.getMessage()]) == 1
     finally:
         await gw.stop()
+
+
+# -- several workers on one PostgreSQL store ---------------------------------------------------------------
+
+@pytest.mark.parametrize("sessions", ["store", "redis"])
+async def test_ussd_two_workers_given_copies_of_one_confirm_hop_make_one_submission(tmp_path, sessions):
+    """The network retries a slow confirm hop and the copy lands at another worker (SO_REUSEPORT, a load
+    balancer) while the first is still at it: one submission, one SMS, the same END from both."""
+    import asyncpg
+
+    async with contextlib.AsyncExitStack() as stack:
+        (url,) = await stack.enter_async_context(postgres_schemas("gateway"))
+        settings = {"gateway__database_url": url}
+        if sessions == "redis":
+            prefix = await stack.enter_async_context(redis_prefix())
+            settings.update(sessions__backend="redis", sessions__redis_url=REDIS, sessions__redis_prefix=prefix)
+        config = make_config(tmp_path / "var", **settings)  # one data folder: one key file for both
+        first = await Gateway(config).start()
+        stack.push_async_callback(first.stop)
+        other = await Gateway(config).start()
+        stack.push_async_callback(other.stop)
+        watch = await asyncpg.connect(POSTGRES)
+        stack.push_async_callback(watch.close)
+
+        # The first worker's turn stops inside its transaction, its submission stored and not yet committed.
+        kept = first.app[store_key].store
+        queue_sms, inside, go_on = kept.outbox.add, threading.Event(), threading.Event()
+
+        def add_and_wait(*args, **kwargs):
+            queued = queue_sms(*args, **kwargs)
+            inside.set()
+            go_on.wait(30)
+            return queued
+
+        stack.callback(go_on.set)  # however the test ends, the first worker's thread goes on
+        report = ["1", "4", "Sumur umum", "Air keruh sejak seminggu"]
+        await first.dial("race", *report)
+        kept.outbox.add = add_and_wait
+        last = "*".join([*report, "1"])
+        one = asyncio.create_task(first.hop("race", last))
+        await eventually(inside.is_set)
+        pid = await other.app[store_key].call(lambda store: store.db.execute("SELECT pg_backend_pid()").fetchone()[0])
+        two = asyncio.create_task(other.hop("race", last))
+        # The copy waits for the first's COMMIT instead of reading the session (or looking for its submission)
+        # as it was before it.
+        await eventually(lambda: watch.fetchval("SELECT cardinality(pg_blocking_pids($1)) > 0", pid))
+        go_on.set()
+        ends = await asyncio.gather(one, two)
+        [ref] = await refs(first)
+        assert ends[0] == ends[1] and ends[0].startswith("END ") and ref in ends[0]
+        check_body(first, ends[1])
+        sms = await other.app[store_key].call(lambda store: store.outbox.messages(PHONE))
+        assert [row["kind"] for row in sms] == ["confirmation"]
