@@ -12,11 +12,13 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import secrets
 import socket
 import sqlite3
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, NoReturn
 from urllib.parse import urlsplit
 
@@ -162,6 +164,16 @@ def _worker_args(config_path: str | None, *command: str, workers: int) -> list[s
     return [*command, "--workers", str(workers), *(["--config", config_path] if config_path else [])]
 
 
+def _metrics_folder() -> None:
+    """Make the folder an operator named in PROMETHEUS_MULTIPROC_DIR, before any metric is made in it."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            _fail(f"cannot make PROMETHEUS_MULTIPROC_DIR {folder}: {error.strerror or error}")
+
+
 @main.command()
 @config_option
 @workers_option
@@ -171,6 +183,7 @@ def serve(config_path, workers: int, worker: int | None) -> None:
 
     With `central.embedded`, the central backend runs beside it (in the parent, once, with --workers).
     """
+    _metrics_folder()
     with _opened(config_path, engine=True, require_file=False) as opened:
         config = opened.config
         _several(workers, config["gateway.database_url"], "gateway.database_url")
@@ -198,6 +211,7 @@ def central() -> None:
 @worker_option
 def central_serve(config_path, workers: int, worker: int | None) -> None:
     """Serve the central backend (sync API, staff API, Open311) until stopped."""
+    _metrics_folder()
     with _opened(config_path, engine=True, require_file=False) as opened:
         config = opened.config
         _several(workers, config["central.database_url"], "central.database_url")

@@ -7,7 +7,9 @@ duties only while it holds a PostgreSQL session advisory lock, taken with
 `pg_try_advisory_lock` on a connection of its own. The others ask again
 every LEAD_RETRY_SECONDS. When the leader dies its connection closes, the
 server frees the lock, and the next process to ask takes over (its sender
-first queues again what the dead one left `sending`).
+queues again what the dead one left `sending`, once that has been so for
+longer than a send can take: a leader that only stepped down may still be
+waiting for the provider's answer, and records it itself; `gateway.sender`).
 
 The lock's key is derived from `gateway.id` and from the database and
 schema the server says the connection is in (not from the DSN, which names

@@ -198,3 +198,133 @@ async def _walk_kill_and_count(phone: Phone, parent: int, standin, log: Path, ds
         assert total(scrape, "kentongan_sms_total", result="sent") == 6
         assert total(scrape, "kentongan_outbox_messages", state="sent") == 6
         assert total(scrape, "kentongan_rate_limited_total", limit="ussd_sessions") == 0
+
+
+# -- the supervisor alone, with stand-in workers (one `python -c` each start) -------------------------------
+
+SUPERVISOR = """
+import logging, sys
+from gateway.workers import Supervisor
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+plan = sys.argv[1:]  # the code of each start of worker 1, in order; the last one for every later start
+starts = []
+
+
+def command(index):
+    code = plan[min(len(starts), len(plan) - 1)]
+    starts.append(code)
+    if code == "stop while starting":  # SIGTERM reaches the parent as this worker is being started
+        supervisor.stopping.set()
+        code = "import signal; signal.pause()"
+    return [sys.executable, "-c", code]
+
+
+supervisor = Supervisor("test", 1, command, [])
+sys.exit(supervisor.run())
+"""
+EXIT_2 = "import sys; sys.exit(2)"
+"""A worker that cannot open the store (`cli._fail`)."""
+
+
+def listening(port: int, then: str = "") -> str:
+    """A worker that listens on `port` and, when `then` is "die", exits with 1 at the first connection."""
+    return ("import socket, sys\n"
+            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('127.0.0.1', {port})); s.listen(); s.accept()\n"
+            + ("sys.exit(1)\n" if then == "die" else "import signal; signal.pause()\n"))
+
+
+async def supervise(log: Path, *plan: str) -> asyncio.subprocess.Process:
+    with log.open("wb") as err:
+        return await asyncio.create_subprocess_exec(sys.executable, "-c", SUPERVISOR, *plan,
+                                                    stdout=asyncio.subprocess.DEVNULL, stderr=err)
+
+
+async def ended(process: asyncio.subprocess.Process, log: Path) -> int:
+    try:
+        return await asyncio.wait_for(process.wait(), DEADLINE)
+    except asyncio.TimeoutError:
+        process.kill()  # its workers die with it (PR_SET_PDEATHSIG)
+        await process.wait()
+        raise AssertionError(f"the supervisor did not stop: {log.read_text()[-2000:]}") from None
+
+
+async def test_supervisor_stops_with_2_when_no_worker_has_served(tmp_path):
+    log = tmp_path / "supervisor.log"
+    assert await ended(await supervise(log, EXIT_2), log) == 2
+    assert "exited with code 2: stopping" in log.read_text()
+
+
+async def test_supervisor_starts_again_a_worker_that_exits_2_after_one_served(tmp_path):
+    """A worker dies during a PostgreSQL failover and its replacement cannot open the store: the parent keeps
+    serving and tries again, as for any other death."""
+    port, log = free_port(), tmp_path / "supervisor.log"
+    parent = await supervise(log, listening(port, then="die"), EXIT_2, listening(port))
+    try:
+        await eventually(lambda: log.read_text().count(" serving") == 1, timeout=DEADLINE)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # the first worker dies now
+        writer.close()
+        await eventually(lambda: log.read_text().count(" serving") == 2 or parent.returncode is not None,
+                         timeout=DEADLINE)
+        assert parent.returncode is None, log.read_text()
+        assert "exited with code 2; starting another" in log.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            parent.send_signal(signal.SIGTERM)
+    assert await ended(parent, log) == 0
+
+
+async def test_supervisor_stops_a_worker_it_was_starting_when_told_to_stop(tmp_path):
+    log = tmp_path / "supervisor.log"
+    assert await ended(await supervise(log, "stop while starting"), log) == 0
+
+
+async def test_workers_keep_their_counts_in_a_metrics_folder_the_operator_named(tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR named by the operator: the parent's embedded central backend keeps its counts,
+    and a second supervisor sharing the folder leaves the first one's counts alone."""
+    named = tmp_path / "metrics"
+    named.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(named)}
+    async with postgres_schemas("gateway", "central") as (gateway_dsn, central_dsn):
+        port, central_port, other_port = free_port(), free_port(), free_port()
+        gateway = write_config(
+            tmp_path / "a" / "config.yaml",
+            gateway={"data_dir": str(tmp_path / "a" / "var"), "port": port, "database_url": gateway_dsn,
+                     "id": f"metrics-{os.getpid()}-{port}"},
+            central={"embedded": True, "port": central_port, "url": f"http://127.0.0.1:{central_port}"})
+        central = write_config(tmp_path / "b" / "config.yaml", gateway={"data_dir": str(tmp_path / "b" / "var")},
+                               central={"port": other_port, "database_url": central_dsn})
+        parents = []
+        try:
+            for args, log in ((("serve", "--workers", "2", "--config", str(gateway)), tmp_path / "a.log"),
+                              (("central", "serve", "--workers", "2", "--config", str(central)), tmp_path / "b.log")):
+                with log.open("wb") as err:
+                    parents.append(await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "gateway", *args, env=env, stdout=asyncio.subprocess.DEVNULL,
+                        stderr=err))
+                await eventually(lambda: _up(parents[-1].pid, port if args[0] == "serve" else other_port),
+                                 timeout=DEADLINE)
+                if len(parents) == 1:  # a hop counted by a worker of the first, before the second starts
+                    await Phone(f"http://127.0.0.1:{port}").hop("m-1", "+6281234567801", "")
+
+            _, text = await Phone(f"http://127.0.0.1:{port}").get("/metrics")
+            assert total(samples(text), "kentongan_hop_seconds_count") == 1
+            for central_url in (f"http://127.0.0.1:{central_port}", f"http://127.0.0.1:{other_port}"):
+                async with aiohttp.ClientSession() as http, http.get(central_url + "/metrics") as response:
+                    scrape = samples(await response.text())
+                assert total(scrape, "kentongan_central_staff_changes_total") == 0
+                assert any(name == "kentongan_central_staff_changes_total" for name, _ in scrape)
+        finally:
+            for parent in parents:
+                with contextlib.suppress(ProcessLookupError):
+                    parent.send_signal(signal.SIGTERM)
+            codes = [await asyncio.wait_for(parent.wait(), DEADLINE) for parent in parents]
+        assert codes == [0, 0], (tmp_path / "a.log").read_text()[-2000:] + (tmp_path / "b.log").read_text()[-2000:]
+    assert list(named.iterdir()) == []  # each supervisor removed its own folder
+
+
+async def _up(parent: int, port: int) -> bool:
+    with contextlib.suppress(aiohttp.ClientError, OSError):
+        return len(children(parent)) == 2 and bool(await Phone(f"http://127.0.0.1:{port}").get("/healthz"))
+    return False
