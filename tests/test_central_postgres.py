@@ -5,24 +5,37 @@ PostgreSQL schema; SQLite's one writer makes these cases impossible there.
 """
 
 import asyncio
+import json
 import threading
+from types import SimpleNamespace
 
 import asyncpg
+import pytest
 
-from conftest import POSTGRES, eventually, postgres_schemas
-from sync.central import CentralStore
-from test_sync import item
+from conftest import POSTGRES, MovableClock, eventually, postgres_schemas, served
+from sync.central import CentralConfig, CentralStore, create_central_app
+from sync.central.keys import central_store_key
+from sync.central.store import Changed, _gateway_lock
+from test_sync import SECRET, STAFF, batch, forms, item, signed_post
 
 NIK = {"nik": "3201231708900001", "name": "Siti Aminah", "birth_date": "17081990", "village": "Sukamaju"}
 
 
-async def waiting_for_a_lock() -> bool:
-    """Whether a session waits for an advisory lock (the central store's per-gateway or claims lock)."""
-    conn = await asyncpg.connect(POSTGRES)
-    try:
-        return await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") > 0
-    finally:
-        await conn.close()
+def backend_pid(store: CentralStore) -> int:
+    """The PostgreSQL backend of `store`'s connection: asked before a thread of the test starts using the store."""
+    return store.db.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def blocked(waiter: int, holder: int):
+    """A check for `eventually`: whether backend `waiter` waits for a lock (advisory, a row, ...) that backend
+    `holder` holds. Only the test's own connections count, not whatever else the server runs meanwhile."""
+    async def check() -> bool:
+        conn = await asyncpg.connect(POSTGRES)
+        try:
+            return holder in await conn.fetchval("SELECT pg_blocking_pids($1)", waiter)
+        finally:
+            await conn.close()
+    return check
 
 
 async def test_two_workers_given_one_batch_at_once_store_it_once(tmp_path):
@@ -34,6 +47,7 @@ async def test_two_workers_given_one_batch_at_once_store_it_once(tmp_path):
             first.add_gateway("desa-1", "secret", "K")
             items = [item(n) for n in range(5)]
             stored = threading.Event()
+            first_pid, second_pid = backend_pid(first), backend_pid(second)
 
             def first_worker():
                 with first.transaction():  # stored, not committed yet: the retry arrives at the other worker
@@ -47,7 +61,7 @@ async def test_two_workers_given_one_batch_at_once_store_it_once(tmp_path):
             await eventually(stored.is_set)
             retry = asyncio.create_task(asyncio.to_thread(second.ingest, "desa-1", items))
             tasks.append(retry)
-            await eventually(lambda: waiting_for_a_lock())  # the retry waits for the first batch's outcome
+            await eventually(blocked(second_pid, first_pid))  # the retry waits for the first batch's outcome
             release.set()
             assert [r["result"] for r in await running] == ["accepted"] * 5
             assert [r["result"] for r in await retry] == ["duplicate"] * 5
@@ -70,6 +84,7 @@ async def test_one_nik_arriving_at_two_workers_at_once_is_held_once(tmp_path):
             mine = item(1, service="voter", answers=NIK)
             theirs = item(2, service="voter", answers=NIK, id="01KB" + "9" * 22, ref="AABCDE")
             stored = threading.Event()
+            first_pid, second_pid = backend_pid(first), backend_pid(second)
 
             def first_worker():
                 with first.transaction():
@@ -82,7 +97,7 @@ async def test_one_nik_arriving_at_two_workers_at_once_is_held_once(tmp_path):
             await eventually(stored.is_set)
             other = asyncio.create_task(asyncio.to_thread(second.ingest, "desa-2", [theirs]))
             tasks.append(other)
-            await eventually(lambda: waiting_for_a_lock())  # it may not find the NIK free meanwhile
+            await eventually(blocked(second_pid, first_pid))  # it may not find the NIK free meanwhile
             release.set()
             await running
             assert [r["result"] for r in await other] == ["accepted"]
@@ -110,6 +125,7 @@ async def test_two_workers_escalating_at_once_escalate_each_request_once(tmp_pat
             first.ingest("desa-a", [report(1, "garbage", "Cibodas"), report(2, "garbage", "Cibodas")])
             clock.advance(hours=49)
             selected = threading.Event()
+            first_pid, second_pid = backend_pid(first), backend_pid(second)
 
             def first_worker():
                 with first.transaction():  # escalated, not committed yet, when the other worker looks
@@ -123,7 +139,7 @@ async def test_two_workers_escalating_at_once_escalate_each_request_once(tmp_pat
             await eventually(selected.is_set)
             other = asyncio.create_task(asyncio.to_thread(second.escalate_overdue))
             tasks.append(other)
-            await eventually(_waiting_for_a_row)  # the other worker waits on the rows the first one holds
+            await eventually(blocked(second_pid, first_pid))  # the other worker waits on the rows the first holds
             release.set()
             assert (await running, await other) == (2, 0)
             for ref in ("AAAA01", "AAAA02"):
@@ -137,10 +153,122 @@ async def test_two_workers_escalating_at_once_escalate_each_request_once(tmp_pat
             second.close()
 
 
-async def _waiting_for_a_row() -> bool:
-    conn = await asyncpg.connect(POSTGRES)
-    try:
-        return await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' "
-                                   "AND NOT granted") > 0
-    finally:
-        await conn.close()
+async def test_two_workers_changing_one_submission_from_one_view_change_it_once(tmp_path):
+    """Two staff members saw a submission at one `updated_at` and change it at once, through two workers: the
+    second waits for the first's change and is told what changed, instead of overwriting it (and telling the
+    phone twice)."""
+    async with postgres_schemas("central") as (url,):
+        clock = MovableClock()
+        first = CentralStore.open(tmp_path, clock, database_url=url)
+        second = CentralStore.open(tmp_path, clock, database_url=url)
+        release, tasks = threading.Event(), []
+        try:
+            first.add_gateway("desa-1", "secret", "K")
+            ref = item(1)["ref"]
+            first.ingest("desa-1", [item(1)])
+            seen = first.submission(ref)["updated_at"]
+            clock.advance(minutes=5)
+            changed = threading.Event()
+            first_pid, second_pid = backend_pid(first), backend_pid(second)
+
+            def first_worker():
+                with first.transaction():  # changed, not committed yet, when the other worker checks
+                    first.change(ref, "in_progress", "Tim berangkat", "ana", expected=seen)
+                    changed.set()
+                    release.wait(30)
+
+            running = asyncio.create_task(asyncio.to_thread(first_worker))
+            tasks.append(running)
+            await eventually(changed.is_set)
+            other = asyncio.create_task(asyncio.to_thread(second.change, ref, "rejected", "Bukan jalan desa",
+                                                          "budi", expected=seen))
+            tasks.append(other)
+            await eventually(blocked(second_pid, first_pid))  # it waits for the first change's outcome
+            release.set()
+            await running
+            with pytest.raises(Changed) as refused:
+                await other
+            assert (refused.value.current["status"], refused.value.current["note"]) == ("in_progress",
+                                                                                          "Tim berangkat")
+            assert [h["who"] for h in refused.value.history] == ["ana"]
+            assert (second.submission(ref)["status"], second.submission(ref)["note"]) == ("in_progress",
+                                                                                          "Tim berangkat")
+            assert [u["status"] for u in second.updates("desa-1", 0)] == ["in_progress"]
+        finally:
+            release.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            first.close()
+            second.close()
+
+
+async def test_batches_of_two_gateways_in_either_order_on_two_workers_never_deadlock(tmp_path):
+    """A worker given batches of desa-1 and desa-2 together, while another worker holds desa-2's lock and then
+    wants desa-1's (its own batches in the other order), answers both: no batch holds its gateway's lock past
+    its own commit, so the two workers never wait for each other in a circle (PostgreSQL would cancel one
+    batch after `deadlock_timeout`, and it would answer 500)."""
+    async with postgres_schemas("central") as (url,):
+        config = CentralConfig(tmp_path, STAFF, forms(), gateways={"desa-1": SECRET, "desa-2": SECRET},
+                               prefixes={"desa-1": "K", "desa-2": "A"}, database_url=url)
+        app = create_central_app(config)
+        hold, release = threading.Event(), threading.Event()
+        sealing, at_sealing, arrived, tasks = {"K": threading.Event(), "A": threading.Event()}, [], [], []
+        async with served(app) as base:
+            other_worker = await asyncpg.connect(POSTGRES)
+            try:  # everything let go before the app stops, or its store's thread would wait for it
+                thread = app[central_store_key]
+                worker_pid = await thread.call(lambda s: s.db.execute("SELECT pg_backend_pid()").fetchone()[0])
+                other_pid = await other_worker.fetchval("SELECT pg_backend_pid()")
+                # `arrived`: the batches handed to the store's thread, in order. The test hands over desa-1's,
+                # then desa-2's, while a call keeps the thread busy: they wait there together, as batches
+                # arriving at once do.
+                for name in ("call", "call_grouped"):
+                    def counting(fn, *args, _original=getattr(thread, name)):
+                        if getattr(fn, "__name__", "") == "store_batch":
+                            arrived.append(fn)
+                        return _original(fn, *args)
+                    setattr(thread, name, counting)
+                seal_batch = thread.store.seal_batch
+
+                def seal_when_told(items):  # sealing comes right before the hand-over
+                    at_sealing.append(items[0]["ref"][0])
+                    sealing[items[0]["ref"][0]].wait(30)
+                    return seal_batch(items)
+                thread.store.seal_batch = seal_when_told
+
+                def busy(store):
+                    hold.set()
+                    release.wait(30)
+
+                # The other worker is storing a batch of desa-2: it holds desa-2's lock, uncommitted.
+                other_tx = other_worker.transaction()
+                await other_tx.start()
+                await other_worker.execute("SELECT pg_advisory_xact_lock($1)", _gateway_lock("desa-2"))
+
+                central = SimpleNamespace(url=base)
+                mine = asyncio.create_task(signed_post(central, batch([item(1)]), "desa-1"))
+                theirs = asyncio.create_task(signed_post(
+                    central, batch([item(2, id="01KB" + "9" * 22, ref="AABCDE")], "desa-2"), "desa-2"))
+                tasks += [mine, theirs]
+                await eventually(lambda: len(at_sealing) == 2)  # both checked and signed: past the thread
+                tasks.append(asyncio.create_task(thread.call(busy)))
+                await eventually(hold.is_set)
+                sealing["K"].set()
+                await eventually(lambda: len(arrived) == 1)
+                sealing["A"].set()
+                await eventually(lambda: len(arrived) == 2)
+                release.set()
+                # This worker stored desa-1's batch and now waits for desa-2's lock...
+                await eventually(blocked(worker_pid, other_pid))
+                # ... and the other worker's next batch, of desa-1, finds desa-1's lock free.
+                await other_worker.execute("SELECT pg_advisory_xact_lock($1)", _gateway_lock("desa-1"))
+                await other_tx.rollback()
+                for status, text, _ in (await mine, await theirs):
+                    assert status == 200, text
+                    assert [r["result"] for r in json.loads(text)["results"]] == ["accepted"]
+                assert await thread.call(lambda s: s.count()) == 2
+            finally:
+                release.set()
+                for event in sealing.values():
+                    event.set()
+                await other_worker.close()  # its locks with it
+                await asyncio.gather(*tasks, return_exceptions=True)

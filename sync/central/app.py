@@ -365,9 +365,17 @@ async def receive_batch(request: web.Request) -> web.Response:
             return results, store.record_feedback(gateway_id, feedback) if feedback is not None else None
 
     try:
-        # Grouped: batches of several gateways arriving together share one commit (each in a savepoint of its
-        # own, so one that fails is undone alone), and none is answered before that commit is durable.
-        results, feedback_results = await thread.call_grouped(store_batch)
+        if thread.store.postgres:
+            # One transaction per batch: a batch holds its gateway's advisory lock (and the claims lock) until
+            # its transaction ends, so a group would hold every batch's locks until the group commits, and
+            # another worker's group of the same gateways in another order would deadlock with it (PostgreSQL
+            # then cancels one batch, which answers 500). Commits of several workers overlap there anyway.
+            results, feedback_results = await thread.call(store_batch)
+        else:
+            # Grouped: batches of several gateways arriving together share one commit (each in a savepoint of
+            # its own, so one that fails is undone alone), and none is answered before that commit is durable.
+            # SQLite has one writer, so no other process holds what a group waits for.
+            results, feedback_results = await thread.call_grouped(store_batch)
     except _Replayed:
         raise _refuse("replayed", "replayed request") from None
     except NoPrefix as error:

@@ -332,7 +332,7 @@ def _pg_v1(db) -> None:
 
 PG_MIGRATIONS = [_pg_v1]
 LOCK_KEY = 0x4B54_4345_4E54
-"""The advisory lock the central store's PostgreSQL migrations run under (another store's is another)."""
+"""The base of the central store's PostgreSQL advisory locks (per gateway's batches, claims)."""
 CLAIMS_LOCK = LOCK_KEY + 1
 """Held, on PostgreSQL, by a transaction that claims unique answers, so that two central workers cannot both
 find a NIK free: SQLite's one writer serializes them anyway."""
@@ -351,7 +351,7 @@ class CentralStore(Database):
 
     MIGRATIONS = MIGRATIONS
     PG_MIGRATIONS = PG_MIGRATIONS
-    LOCK_KEY = LOCK_KEY
+    KIND = "central"
 
     def __init__(self, location: str | Path, sealer: Sealer, clock: Callable[[], dt.datetime] = utc_now,
                  addresses: Mapping[str, str] = MappingProxyType({}),
@@ -898,8 +898,8 @@ class CentralStore(Database):
         now = stamp(self.clock())
         also = None
         with self.transaction():
-            row = self.db.execute("SELECT id, gateway_id, status, note, review_of FROM submissions WHERE ref = ?",
-                                  [ref]).fetchone()
+            row = self.db.execute("SELECT id, gateway_id, status, note, review_of FROM submissions WHERE ref = ?"
+                                  + self._for_update, [ref]).fetchone()
             if row is None:
                 return None
             submission_id, gateway_id, previous, previous_note, review_of = row
@@ -912,6 +912,13 @@ class CentralStore(Database):
             if changed and previous == "review" and status != "review" and review_of:
                 also = review_of if self._tell_same_answer(review_of, now) else None
         return {**self.submission(ref), "changed": changed, "also_notified": also}
+
+    @property
+    def _for_update(self) -> str:
+        """What a SELECT of rows the transaction is about to change ends with: on PostgreSQL, ` FOR UPDATE`, so
+        that a change by another worker waits for this transaction and is decided on what it committed; SQLite
+        has no such clause (and one writer)."""
+        return " FOR UPDATE" if self.postgres else ""
 
     def _move(self, submission_id: str, previous: str, status: str, now: str, **columns) -> None:
         """Set a submission's status (and `columns`) at `now`, keeping `resolved_at` and `first_resolved_at`."""
@@ -966,7 +973,13 @@ class CentralStore(Database):
 
     def _check_unchanged(self, ref: str, expected: str | None) -> dict | None:
         """The submission `ref` (None when there is none); `Changed` when `expected` is given and is not its
-        `updated_at`."""
+        `updated_at`.
+
+        On PostgreSQL the row is locked first (for the rest of the caller's transaction): another worker's change
+        of it waits here for this one's commit and then sees its `updated_at`, instead of both passing the check
+        and the later one overwriting the other. SQLite's one writer serializes them anyway."""
+        if self.postgres:
+            self.db.execute("SELECT id FROM submissions WHERE ref = ?" + self._for_update, [ref])
         row = self.submission(ref)
         if row is not None and expected is not None and expected != row["updated_at"]:
             raise Changed(row, self.history(row["id"], after=expected))
