@@ -54,11 +54,16 @@ async def read_form(request: web.Request) -> dict[str, str]:
     if coding not in ENCODINGS:
         raise BadCallback(f"Content-Encoding must be one of {', '.join(sorted(filter(None, ENCODINGS)))}")
     try:
-        async with asyncio.timeout(request.app[config_key]["server.read_seconds"]):
-            if request.content_type == "multipart/form-data":
-                pairs = await _multipart(request)
-            else:
-                pairs = _urlencoded(await request.read(), request.charset)
+        if request.content_type != "multipart/form-data" and request.content.is_eof() and not coding:
+            # The whole body came with the head (a provider's callback is a few hundred bytes): nothing to wait
+            # for, so no timer to arm and cancel on the hop's path.
+            pairs = _urlencoded(await request.read(), request.charset)
+        else:
+            async with asyncio.timeout(request.app[config_key]["server.read_seconds"]):
+                if request.content_type == "multipart/form-data":
+                    pairs = await _multipart(request)
+                else:
+                    pairs = _urlencoded(await request.read(), request.charset)
     except TimeoutError:
         log.warning("%s %s: 408, the body did not arrive in time", request.method, request.path)
         raise web.HTTPRequestTimeout(text="the request body did not arrive in time") from None
@@ -69,15 +74,22 @@ async def read_form(request: web.Request) -> dict[str, str]:
         raise BadCallback(f"the body cannot be read: {str(error).splitlines()[-1].strip()}") from None
     form: dict[str, str] = {}
     for name, value in pairs:
-        form.setdefault(_text("a field name", name), _text(f"field {ascii(name)[:40]}", value))
+        if name not in form:
+            form[_text(name, name, True)] = _text(name, value)
     return form
 
 
-def _urlencoded(body: bytes, charset: str | None) -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=64)
+def _codec(charset: str | None) -> str | None:
+    """The `codecs` name of a declared charset, or None for one Python does not know."""
     try:
-        codec = codecs.lookup(charset or "utf-8").name
+        return codecs.lookup(charset or "utf-8").name
     except LookupError:
-        codec = None
+        return None
+
+
+def _urlencoded(body: bytes, charset: str | None) -> list[tuple[str, str]]:
+    codec = _codec(charset)
     if codec not in CHARSETS:
         raise BadCallback("charset must be utf-8")
     try:
@@ -99,21 +111,25 @@ async def _multipart(request: web.Request) -> list[tuple[str, object]]:
         raise BadCallback(f"broken multipart body: {reason.strip().splitlines()[0]}") from None
 
 
-def _text(what: str, value: object) -> str:
-    """`value` as text a store and an engine can take, else `BadCallback`.
+def _text(name: object, value: object, is_name: bool = False) -> str:
+    """`value` (field `name`'s value, or with `is_name` the name itself) as text a store and an engine can take,
+    else `BadCallback`.
 
     NUL is dropped, not refused: no keypad types it, and a typed answer with
     junk in it is re-asked by the engine like any other wrong input.
     """
+    def bad(problem: str) -> BadCallback:  # the field's description is made only for a refusal
+        return BadCallback(("a field name" if is_name else f"field {ascii(name)[:40]}") + " " + problem)
+
     if not isinstance(value, str):
-        raise BadCallback(f"{what} is not text (a file or a non-text part)")
+        raise bad("is not text (a file or a non-text part)")
     if len(value) > MAX_VALUE:
-        raise BadCallback(f"{what} is longer than {MAX_VALUE} characters")
+        raise bad(f"is longer than {MAX_VALUE} characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadCallback(f"{what} is not valid Unicode text") from None
-    return value.replace("\x00", "")
+        raise bad("is not valid Unicode text") from None
+    return value.replace("\x00", "") if "\x00" in value else value
 
 
 def refuse(request: web.Request, error: BadCallback) -> web.HTTPBadRequest:
