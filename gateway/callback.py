@@ -20,7 +20,7 @@ import asyncio
 import codecs
 import functools
 import logging
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 import phonenumbers
 from aiohttp import web
@@ -93,12 +93,32 @@ def _urlencoded(body: bytes, charset: str | None) -> list[tuple[str, str]]:
     if codec not in CHARSETS:
         raise BadCallback("charset must be utf-8")
     try:
-        return parse_qsl(body.decode(codec), keep_blank_values=True, encoding=codec, errors="strict",
-                         max_num_fields=MAX_FIELDS)
+        return _parse_qsl(body.decode(codec), codec)
     except UnicodeDecodeError:
         raise BadCallback(f"the body is not valid {codec}") from None
     except ValueError:
         raise BadCallback(f"more than {MAX_FIELDS} form fields") from None
+
+
+def _parse_qsl(text: str, codec: str) -> list[tuple[str, str]]:
+    """`urllib.parse.parse_qsl(text, keep_blank_values=True, encoding=codec, errors="strict",
+    max_num_fields=MAX_FIELDS)`, without unquoting what has nothing to unquote: most of a callback's fields
+    (its names, the session id, the service code) have no `%` or `+`, and parse_qsl's unquoting was a
+    tenth of a hop's CPU."""
+    if text.count("&") >= MAX_FIELDS:
+        raise ValueError("Max number of fields exceeded")
+    pairs = []
+    for field in text.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            pairs.append((_unquoted(name, codec), _unquoted(value, codec)))
+    return pairs
+
+
+def _unquoted(piece: str, codec: str) -> str:
+    if "%" in piece or "+" in piece:
+        return unquote_plus(piece, encoding=codec, errors="strict")
+    return piece
 
 
 async def _multipart(request: web.Request) -> list[tuple[str, object]]:

@@ -23,7 +23,6 @@ from typing import Iterator, NoReturn
 from urllib.parse import urlsplit
 
 import aiohttp
-import asyncpg
 import click
 from ulid import ULID
 
@@ -32,7 +31,7 @@ from sync.accounts import PASSWORD_MIN, ROLES, AccountError, check_password, has
 from sync.central import (CentralConfig, CentralStore, GatewayExists, PrefixTaken, RegistrationError,
                           create_central_app, export_updates_file, import_batch_file)
 from sync.errors import BatchFileError, KeyFileError, StoreError, SyncError
-from sync.sessions import RedisSessions, SessionsUnavailable
+from sync.errors import SessionsUnavailable
 from sync.outbox import STATES as OUTBOX_STATES
 from sync.rotate import BATCH_SIZE, rotate_key
 from sync.store import DATABASE_NAME, KEY_FILE_NAME, Store
@@ -107,7 +106,7 @@ def _opened(config_path: str | None, *, engine: bool = False, store: bool = Fals
     except FlowError as error:
         stack.close()
         _fail(f"menu or catalog error: {error}")
-    except (OSError, StoreError, asyncpg.PostgresError) as error:
+    except (OSError, StoreError, *_postgres_errors()) as error:
         stack.close()
         _fail(f"cannot open the store: {error}")
     with stack:
@@ -141,7 +140,7 @@ def _serve(apps: list[Served], config: Config, supervisor: Supervisor | None = N
             sys.exit(code)  # a worker already said why, in one line
     except PrefixTaken as error:  # the config's own gateway, registered as the central backend starts
         _fail(f"config error: gateway.ref_prefix: {error}")
-    except (OSError, StoreError, asyncpg.PostgresError) as error:
+    except (OSError, StoreError, *_postgres_errors()) as error:
         _fail(f"cannot serve: {error}")
 
 
@@ -162,6 +161,12 @@ def _several(workers: int, database_url: str, key: str) -> None:
 
 def _worker_args(config_path: str | None, *command: str, workers: int) -> list[str]:
     return [*command, "--workers", str(workers), *(["--config", config_path] if config_path else [])]
+
+
+def _postgres_errors() -> tuple[type[Exception], ...]:
+    """asyncpg's errors, when a store loaded it (none can be raised otherwise): caught as one line each."""
+    asyncpg = sys.modules.get("asyncpg")
+    return (asyncpg.PostgresError,) if asyncpg is not None else ()
 
 
 def _metrics_folder() -> None:
@@ -269,6 +274,7 @@ def status(config_path, as_json: bool) -> None:
 def _redis_sessions_open(config: Config, store: Store) -> int | str:
     """How many USSD sessions in Redis have not ended, or why Redis could not tell."""
     async def count() -> int:
+        from sync.sessions import RedisSessions  # redis is loaded only when sessions live there
         sessions = RedisSessions.from_url(config["sessions.redis_url"], store.sealer, config["sessions.redis_prefix"],
                                           keep=dt.timedelta(hours=config["ussd.keep_sessions_hours"]),
                                           resume_window=dt.timedelta(minutes=config["ussd.resume_minutes"]),
@@ -421,7 +427,7 @@ def rotate_key_command(config_path, batch_size: int) -> None:
                   f"with the old key")
         try:
             done = rotate_key(opened.store, batch_size)
-        except (OSError, sqlite3.Error, asyncpg.PostgresError, KeyFileError) as error:
+        except (OSError, sqlite3.Error, *_postgres_errors(), KeyFileError) as error:
             _fail(f"key rotation stopped, run it again to finish: {error}")
         shared = opened.store.postgres
     resumed = "finished the interrupted rotation: " if done.resumed else ""

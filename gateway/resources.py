@@ -14,7 +14,6 @@ from aiohttp import web
 from flows import Engine
 from flows.sms import Keywords
 from sync.limits import RateLimiter
-from sync.sessions import RedisSessions
 from sync.store import Store
 from sync.thread import StoreThread
 
@@ -112,7 +111,7 @@ rules_key = web.AppKey("rules", Rules)
 limits_key = web.AppKey("limits", Limits)
 sender_key = web.AppKey("sender", object)
 syncer_key = web.AppKey("syncer", object)
-sessions_key = web.AppKey("sessions", RedisSessions)
+sessions_key = web.AppKey("sessions", object)
 """USSD sessions in Redis (`sessions.backend: redis`); absent when they live in the store."""
 
 

@@ -39,7 +39,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from aiohttp import web
 
@@ -47,7 +47,7 @@ from flows import Context, Engine, SessionOutdated, Turn
 from flows.catalog import N_
 from sync.limits import Verdict
 from sync.reference import normalize_reference
-from sync.sessions import RedisSessions, SessionsUnavailable
+from sync.errors import SessionsUnavailable
 from sync.store import Store
 
 from . import funnel, metrics, turn
@@ -56,6 +56,9 @@ from .log import mask_phone
 from .config import Config
 from .resources import (Limits, Rules, clock_key, config_key, engine_key, limits_key, rules_key, sender_key,
                         sessions_key, store_key)
+
+if TYPE_CHECKING:
+    from sync.sessions import RedisSessions
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +271,7 @@ async def ussd_callback(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/plain")
 
 
-async def _held_turn(app: web.Application, sessions: RedisSessions, hop: Hop) -> str:
+async def _held_turn(app: web.Application, sessions: "RedisSessions", hop: Hop) -> str:
     """One hop with its session in Redis: read it, run the turn (COMMIT), write it, in that order."""
     try:
         saved, dropped = await sessions.load(hop.session_id, hop.phone, offer=hop.text == "")
@@ -311,6 +314,7 @@ async def sessions_context(app: web.Application) -> AsyncIterator[None]:
     if config["sessions.backend"] != "redis":
         yield
         return
+    from sync.sessions import RedisSessions  # redis is loaded only by a gateway that uses it
     sessions = RedisSessions.from_url(
         config["sessions.redis_url"], app[store_key].store.sealer, config["sessions.redis_prefix"],
         keep=dt.timedelta(hours=config["ussd.keep_sessions_hours"]), resume_window=app[rules_key].resume_window,

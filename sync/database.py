@@ -11,7 +11,6 @@ from typing import Callable, Iterator
 
 import sqlite_utils
 
-from . import sql
 from .errors import NoFreeReference, StoreError
 from .reference import new_reference
 from .seal import Sealer
@@ -20,9 +19,11 @@ REFERENCE_DRAWS = 20
 """References drawn before giving up; with 31**5 per prefix, a store this full needs a longer one."""
 
 Migration = Callable[[sqlite_utils.Database], None]
-PgMigration = Callable[["sql.PgDatabase"], None]
-IntegrityError = (sqlite3.IntegrityError, sql.IntegrityError)
-"""A broken constraint, on either database (on PostgreSQL it aborts the transaction: see `sync.sql`)."""
+PgMigration = Callable[["PgDatabase"], None]
+IntegrityError = sqlite3.IntegrityError
+"""A broken constraint, on either database: `sync.sql` raises its subclass for PostgreSQL's (where it also aborts
+the transaction: see there)."""
+PG_SCHEMES = ("postgresql://", "postgres://")
 PG_VERSION_TABLE = "kentongan_schema"
 """Where a PostgreSQL store records how many of its schema steps have run (SQLite: `PRAGMA user_version`)."""
 Clock = Callable[[], dt.datetime]
@@ -60,10 +61,11 @@ class Database:
         """Open the SQLite file at `location`, or the PostgreSQL database when it is a `postgresql://` address."""
         self.sealer = sealer
         self.clock = clock
-        if sql.is_postgres(location):
+        if isinstance(location, str) and location.startswith(PG_SCHEMES):
+            from .sql import PgDatabase  # asyncpg is loaded only by a store that uses it
             self.path = None
             self.url = str(location)
-            self.db = sql.PgDatabase(self.url)
+            self.db = PgDatabase(self.url)
             try:
                 self._migrate_postgres()
             except BaseException:

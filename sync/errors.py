@@ -37,6 +37,10 @@ class LinkError(Retryable):
     """A sync round could not complete over the link; nothing was marked."""
 
 
+class SessionsUnavailable(Retryable):
+    """Redis did not answer, or refused: a USSD session could not be read or written (`sync.sessions`)."""
+
+
 class Refused(Permanent):
     """The central backend refuses this gateway; `code` is one of `protocol.REFUSALS`."""
 

@@ -38,7 +38,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from .database import stamp
-from .errors import KeyFileError, Retryable
+from .errors import KeyFileError, SessionsUnavailable
 from .seal import Sealer
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,6 @@ the session's TTL (ms), the offer's TTL (ms; 0: this session is not to be offere
 session of the caller is to be offered either), the length of its history. A history only grows: a write
 whose history is shorter than the kept one's is a late copy of an earlier hop (read before that hop's own
 write landed) and changes nothing, so the session never goes back a step. Returns 0 then, else 1."""
-
-
-class SessionsUnavailable(Retryable):
-    """Redis did not answer, or refused: the session could not be read or written."""
 
 
 class RedisSessions:

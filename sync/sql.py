@@ -38,22 +38,19 @@ import datetime as dt
 import re
 from typing import Any, Iterable, Iterator, Sequence
 
+import sqlite3
+
 import asyncpg
 
-IntegrityError = asyncpg.IntegrityConstraintViolationError
-"""What PostgreSQL raises for a broken unique, foreign-key, not-null or check constraint."""
 
-PG_SCHEMES = ("postgresql://", "postgres://")
+class IntegrityError(sqlite3.IntegrityError):
+    """A broken unique, foreign-key, not-null or check constraint on PostgreSQL, raised as the subclass of
+    SQLite's own that it is, so that one `except` (`sync.database.IntegrityError`) takes either."""
 
 _UTILITY = re.compile(r"^\s*(CREATE|ALTER|DROP|DO|COMMENT|GRANT|TRUNCATE|LOCK|SET|VACUUM|ANALYZE)\b", re.I)
 _TEXT_TYPES = {"text", "varchar", "bpchar", "name"}
 _INTEGER_TYPES = {"int2", "int4", "int8"}
 _FLOAT_TYPES = {"float4", "float8", "numeric"}
-
-
-def is_postgres(location: Any) -> bool:
-    """True when a store's location is a PostgreSQL address, not a file."""
-    return isinstance(location, str) and location.startswith(PG_SCHEMES)
 
 
 def translate(sql: str) -> str:
@@ -177,13 +174,16 @@ class PgDatabase:
         return self._conn
 
     def _run(self, coroutine):
-        if asyncio._get_running_loop() is None:  # the store's thread: the usual case
-            return self._loop.run_until_complete(coroutine)
-        # Called from a thread that runs an event loop (a test or a command reading the store directly):
-        # the private loop runs in a thread of its own meanwhile, and this thread waits, as it would on SQLite.
-        if self._aside is None:
-            self._aside = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-aside")
-        return self._aside.submit(self._loop.run_until_complete, coroutine).result()
+        try:
+            if asyncio._get_running_loop() is None:  # the store's thread: the usual case
+                return self._loop.run_until_complete(coroutine)
+            # Called from a thread that runs an event loop (a test or a command reading the store directly):
+            # the private loop runs in a thread of its own meanwhile, and this thread waits, as on SQLite.
+            if self._aside is None:
+                self._aside = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-aside")
+            return self._aside.submit(self._loop.run_until_complete, coroutine).result()
+        except asyncpg.IntegrityConstraintViolationError as error:
+            raise IntegrityError(str(error)) from error
 
     # -- statements --------------------------------------------------------
 

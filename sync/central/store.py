@@ -60,7 +60,6 @@ from ..errors import StoreError
 from ..protocol import HOLD, HOLD_LIMIT, QUIET, SAME_ANSWER, SILENT_STATUSES, STATUSES
 from ..reference import ALPHABET, MAX_LENGTH, RANDOM_LENGTH, check_prefix
 from ..seal import Sealer
-from ..sql import PgDatabase
 from .routing import Routing
 
 DATABASE_NAME = "central.db"
@@ -400,6 +399,7 @@ class CentralStore(Database):
         """
         twin = copy.copy(self)
         if self.postgres:
+            from ..sql import PgDatabase  # asyncpg is loaded only by a store that uses it
             twin.db = PgDatabase(self.url, read_only=True, application_name="kentongan-central-read")
         else:
             conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10,
