@@ -7,13 +7,16 @@ import datetime as dt
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import sqlite_utils
 
 from .errors import NoFreeReference, StoreError
 from .reference import new_reference
 from .seal import Sealer
+
+if TYPE_CHECKING:
+    from .sql import PgDatabase
 
 REFERENCE_DRAWS = 20
 """References drawn before giving up; with 31**5 per prefix, a store this full needs a longer one."""

@@ -10,7 +10,6 @@ import threading
 from types import SimpleNamespace
 
 import asyncpg
-import pytest
 
 from conftest import POSTGRES, MovableClock, eventually, postgres_schemas, served
 from sync.central import CentralConfig, CentralStore, create_central_app
@@ -38,37 +37,48 @@ def blocked(waiter: int, holder: int):
     return check
 
 
+async def race(first: CentralStore, second: CentralStore, first_work, second_work):
+    """Run `first_work()` in a transaction on `first` that stays open until `second_work()`, on `second`, is seen
+    waiting for it (as two workers would, one a moment behind the other); return both outcomes, the second's
+    error in place of its result when it raised."""
+    release, done = threading.Event(), threading.Event()
+    first_pid, second_pid = backend_pid(first), backend_pid(second)
+
+    def hold():
+        with first.transaction():  # done, not committed yet, when the other worker gets there
+            result = first_work()
+            done.set()
+            release.wait(30)
+        return result
+
+    tasks = [asyncio.create_task(asyncio.to_thread(hold))]
+    try:
+        await eventually(done.is_set)
+        tasks.append(asyncio.create_task(asyncio.to_thread(second_work)))
+        await eventually(blocked(second_pid, first_pid))  # the second waits for the first's outcome
+        release.set()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        if isinstance(outcomes[0], BaseException):
+            raise outcomes[0]
+        return outcomes
+    finally:
+        release.set()
+        await asyncio.gather(*tasks, return_exceptions=True)  # no store is closed under its thread
+
+
 async def test_two_workers_given_one_batch_at_once_store_it_once(tmp_path):
     async with postgres_schemas("central") as (url,):
         first = CentralStore.open(tmp_path, database_url=url, uniques={"voter": ("nik",)})
         second = CentralStore.open(tmp_path, database_url=url, uniques={"voter": ("nik",)})
-        release, tasks = threading.Event(), []
         try:
             first.add_gateway("desa-1", "secret", "K")
             items = [item(n) for n in range(5)]
-            stored = threading.Event()
-            first_pid, second_pid = backend_pid(first), backend_pid(second)
-
-            def first_worker():
-                with first.transaction():  # stored, not committed yet: the retry arrives at the other worker
-                    results = first.ingest("desa-1", items)
-                    stored.set()
-                    release.wait(30)
-                return results
-
-            running = asyncio.create_task(asyncio.to_thread(first_worker))
-            tasks.append(running)
-            await eventually(stored.is_set)
-            retry = asyncio.create_task(asyncio.to_thread(second.ingest, "desa-1", items))
-            tasks.append(retry)
-            await eventually(blocked(second_pid, first_pid))  # the retry waits for the first batch's outcome
-            release.set()
-            assert [r["result"] for r in await running] == ["accepted"] * 5
-            assert [r["result"] for r in await retry] == ["duplicate"] * 5
+            stored, retried = await race(first, second, lambda: first.ingest("desa-1", items),
+                                         lambda: second.ingest("desa-1", items))
+            assert [r["result"] for r in stored] == ["accepted"] * 5
+            assert [r["result"] for r in retried] == ["duplicate"] * 5
             assert first.count() == 5
         finally:
-            release.set()
-            await asyncio.gather(*tasks, return_exceptions=True)  # no store is closed under its thread
             first.close()
             second.close()
 
@@ -77,42 +87,24 @@ async def test_one_nik_arriving_at_two_workers_at_once_is_held_once(tmp_path):
     async with postgres_schemas("central") as (url,):
         first = CentralStore.open(tmp_path, database_url=url, uniques={"voter": ("nik",)})
         second = CentralStore.open(tmp_path, database_url=url, uniques={"voter": ("nik",)})
-        release, tasks = threading.Event(), []
         try:
             first.add_gateway("desa-1", "secret-1", "K")
             first.add_gateway("desa-2", "secret-2", "A")
             mine = item(1, service="voter", answers=NIK)
             theirs = item(2, service="voter", answers=NIK, id="01KB" + "9" * 22, ref="AABCDE")
-            stored = threading.Event()
-            first_pid, second_pid = backend_pid(first), backend_pid(second)
-
-            def first_worker():
-                with first.transaction():
-                    first.ingest("desa-1", [mine])
-                    stored.set()
-                    release.wait(30)
-
-            running = asyncio.create_task(asyncio.to_thread(first_worker))
-            tasks.append(running)
-            await eventually(stored.is_set)
-            other = asyncio.create_task(asyncio.to_thread(second.ingest, "desa-2", [theirs]))
-            tasks.append(other)
-            await eventually(blocked(second_pid, first_pid))  # it may not find the NIK free meanwhile
-            release.set()
-            await running
-            assert [r["result"] for r in await other] == ["accepted"]
+            # The second may not find the NIK free while the first's claim is uncommitted.
+            _, other = await race(first, second, lambda: first.ingest("desa-1", [mine]),
+                                  lambda: second.ingest("desa-2", [theirs]))
+            assert [r["result"] for r in other] == ["accepted"]
             assert first.submission(mine["ref"])["status"] == "received"
             held = first.submission("AABCDE")
             assert (held["status"], held["review_of"]) == ("review", mine["ref"])
         finally:
-            release.set()
-            await asyncio.gather(*tasks, return_exceptions=True)  # no store is closed under its thread
             first.close()
             second.close()
 
 
 async def test_two_workers_escalating_at_once_escalate_each_request_once(tmp_path):
-    from conftest import MovableClock
     from sync.protocol import QUIET
     from test_central_routing import START, open_store
     from test_central_routing import item as report
@@ -120,35 +112,16 @@ async def test_two_workers_escalating_at_once_escalate_each_request_once(tmp_pat
     async with postgres_schemas("central") as (url,):
         clock = MovableClock(START)
         first, second = open_store(tmp_path, clock, url), open_store(tmp_path, clock, url)
-        release, tasks = threading.Event(), []
         try:
             first.ingest("desa-a", [report(1, "garbage", "Cibodas"), report(2, "garbage", "Cibodas")])
             clock.advance(hours=49)
-            selected = threading.Event()
-            first_pid, second_pid = backend_pid(first), backend_pid(second)
-
-            def first_worker():
-                with first.transaction():  # escalated, not committed yet, when the other worker looks
-                    count = first.escalate_overdue()
-                    selected.set()
-                    release.wait(30)
-                return count
-
-            running = asyncio.create_task(asyncio.to_thread(first_worker))
-            tasks.append(running)
-            await eventually(selected.is_set)
-            other = asyncio.create_task(asyncio.to_thread(second.escalate_overdue))
-            tasks.append(other)
-            await eventually(blocked(second_pid, first_pid))  # the other worker waits on the rows the first holds
-            release.set()
-            assert (await running, await other) == (2, 0)
+            # The other worker waits on the rows the first holds, then finds them taken.
+            assert await race(first, second, first.escalate_overdue, second.escalate_overdue) == [2, 0]
             for ref in ("AAAA01", "AAAA02"):
                 kinds = [h["kind"] for h in second.submission_page(ref)["history"]]
                 assert kinds.count("escalate") == 1
             assert sorted(u["ref"] for u in second.updates("desa-a", 0) if u["notice"] == QUIET) == ["AAAA01", "AAAA02"]
         finally:
-            release.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
             first.close()
             second.close()
 
@@ -161,42 +134,22 @@ async def test_two_workers_changing_one_submission_from_one_view_change_it_once(
         clock = MovableClock()
         first = CentralStore.open(tmp_path, clock, database_url=url)
         second = CentralStore.open(tmp_path, clock, database_url=url)
-        release, tasks = threading.Event(), []
         try:
             first.add_gateway("desa-1", "secret", "K")
             ref = item(1)["ref"]
             first.ingest("desa-1", [item(1)])
             seen = first.submission(ref)["updated_at"]
             clock.advance(minutes=5)
-            changed = threading.Event()
-            first_pid, second_pid = backend_pid(first), backend_pid(second)
-
-            def first_worker():
-                with first.transaction():  # changed, not committed yet, when the other worker checks
-                    first.change(ref, "in_progress", "Tim berangkat", "ana", expected=seen)
-                    changed.set()
-                    release.wait(30)
-
-            running = asyncio.create_task(asyncio.to_thread(first_worker))
-            tasks.append(running)
-            await eventually(changed.is_set)
-            other = asyncio.create_task(asyncio.to_thread(second.change, ref, "rejected", "Bukan jalan desa",
-                                                          "budi", expected=seen))
-            tasks.append(other)
-            await eventually(blocked(second_pid, first_pid))  # it waits for the first change's outcome
-            release.set()
-            await running
-            with pytest.raises(Changed) as refused:
-                await other
-            assert (refused.value.current["status"], refused.value.current["note"]) == ("in_progress",
-                                                                                          "Tim berangkat")
-            assert [h["who"] for h in refused.value.history] == ["ana"]
+            _, refused = await race(first, second,
+                                    lambda: first.change(ref, "in_progress", "Tim berangkat", "ana", expected=seen),
+                                    lambda: second.change(ref, "rejected", "Bukan jalan desa", "budi", expected=seen))
+            assert isinstance(refused, Changed)
+            assert (refused.current["status"], refused.current["note"]) == ("in_progress", "Tim berangkat")
+            assert [h["who"] for h in refused.history] == ["ana"]
             assert (second.submission(ref)["status"], second.submission(ref)["note"]) == ("in_progress",
                                                                                           "Tim berangkat")
             assert [u["status"] for u in second.updates("desa-1", 0)] == ["in_progress"]
         finally:
-            release.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
             first.close()
             second.close()
 

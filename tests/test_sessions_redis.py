@@ -193,15 +193,17 @@ async def test_sessions_redis_lost_write_after_commit_neither_loses_nor_duplicat
     assert sum(made["ref"] in sms["message"] for sms in standin.accepted) == 1
 
 
+async def connection_reset(*args, **kwargs):
+    """A Redis save that fails as a dropped connection does."""
+    raise RedisConnectionError("Connection reset by peer")
+
+
 async def test_sessions_redis_retries_racing_after_a_lost_write_make_one_submission(gateway):
     sessions, _ = redis_of(gateway)
     await gateway.dial("race", *REPORT)
     real = sessions._save
 
-    async def fails(*args, **kwargs):
-        raise RedisConnectionError("Connection reset by peer")
-
-    sessions._save = fails
+    sessions._save = connection_reset
     last = "*".join([*REPORT, "1"])
     first = await gateway.hop("race", last)
     sessions._save = real
@@ -217,12 +219,9 @@ async def test_sessions_redis_redial_after_a_lost_confirmation_write_is_not_offe
     await gateway.dial("lost", *REPORT)
     real = sessions._save
 
-    async def fails(*args, **kwargs):
-        raise RedisConnectionError("Connection reset by peer")
-
     # The confirmation is committed and answered, but Redis keeps the session on its confirm screen, and the
     # caller's resume offer still points there.
-    sessions._save = fails
+    sessions._save = connection_reset
     end = await gateway.hop("lost", "*".join([*REPORT, "1"]))
     sessions._save = real
     [made] = await submissions(gateway)
