@@ -33,19 +33,25 @@ text column `COLLATE "C"`, so text sorts by code point as in SQLite
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import datetime as dt
 import re
+import sqlite3
 from typing import Any, Iterable, Iterator, Sequence
 
-import sqlite3
-
 import asyncpg
+
+PREPARED_LIMIT = 512
+"""Statements kept described per connection (their parameter types and columns, which saves a round trip each
+time they run again), the least recently used dropped first: some are built for a list's length
+(`IN (?, ?, ...)`), and the store runs for months. asyncpg prepares them unnamed, so the server keeps none."""
 
 
 class IntegrityError(sqlite3.IntegrityError):
     """A broken unique, foreign-key, not-null or check constraint on PostgreSQL, raised as the subclass of
     SQLite's own that it is, so that one `except` (`sync.database.IntegrityError`) takes either."""
+
 
 _UTILITY = re.compile(r"^\s*(CREATE|ALTER|DROP|DO|COMMENT|GRANT|TRUNCATE|LOCK|SET|VACUUM|ANALYZE)\b", re.I)
 _TEXT_TYPES = {"text", "varchar", "bpchar", "name"}
@@ -152,7 +158,7 @@ class PgDatabase:
         self._settings = {"application_name": application_name}
         if read_only:
             self._settings["default_transaction_read_only"] = "on"
-        self._prepared: dict[str, _Prepared] = {}
+        self._prepared: collections.OrderedDict[str, _Prepared] = collections.OrderedDict()
         self._conn: asyncpg.Connection = self._connect()
         self._tables: dict[str, PgTable] = {}
         self.in_transaction = False
@@ -191,6 +197,10 @@ class PgDatabase:
         prepared = self._prepared.get(sql)
         if prepared is None:
             prepared = self._prepared[sql] = _Prepared(self._run(self._alive().prepare(translate(sql))))
+            if len(self._prepared) > PREPARED_LIMIT:
+                self._prepared.popitem(last=False)
+        else:
+            self._prepared.move_to_end(sql)
         return prepared
 
     def execute(self, sql: str, params: Sequence[Any] | dict = ()) -> Cursor:
