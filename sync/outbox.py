@@ -230,9 +230,11 @@ class Outbox:
         return new_state
 
     def _set(self, message_id: str, **values) -> None:
+        """Update the row's columns named by `values` (names from this module only, never from input)."""
         values["updated_at"] = self._store.stamp(self._now())
-        with self._store.transaction():
-            self._db["outbox"].update(message_id, values)
+        with self._store.transaction():  # one statement: the sender's path, every SMS
+            self._db.execute(f"UPDATE outbox SET {', '.join(f'{name} = ?' for name in values)} WHERE id = ?",
+                             [*values.values(), message_id])
 
     def purge(self, older_than: dt.timedelta) -> int:
         """Delete rows in a final state last touched before `older_than` ago; return how many went.
