@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,7 +162,7 @@ class Sealer:
         return cls(read_keys(path), path)
 
     def seal(self, text: str) -> str:
-        nonce = secrets.token_bytes(12)
+        nonce = _nonces.take()
         sealed = self._seal_with.encrypt(nonce, text.encode("utf-8"), None)
         return self._prefix + base64.b64encode(nonce + sealed).decode("ascii")
 
@@ -192,3 +193,29 @@ def mask_phone(phone: str) -> str:
     if len(phone) < 9:
         return "****"
     return f"{phone[:6]}****{phone[-3:]}"
+
+
+class _Nonces:
+    """Random 96-bit AES-GCM nonces, drawn from the operating system's CSPRNG 512 at a time: a USSD hop seals
+    three values, and one `getrandom` call each was a measurable part of it. Each nonce is used once; a
+    forked child draws its own (a copied pool would repeat the parent's nonces under the same key)."""
+
+    SIZE = 12
+    POOL = 512
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the store's thread and the event loop (Redis sessions) both seal
+        self._pool = b""
+        self._at = 0
+        self._pid = 0
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._at + self.SIZE > len(self._pool) or self._pid != os.getpid():
+                self._pool, self._at, self._pid = os.urandom(self.SIZE * self.POOL), 0, os.getpid()
+            nonce = self._pool[self._at:self._at + self.SIZE]
+            self._at += self.SIZE
+            return nonce
+
+
+_nonces = _Nonces()
