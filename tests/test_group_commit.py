@@ -101,6 +101,17 @@ async def test_a_failing_call_is_undone_alone_and_raises_to_its_caller(thread):
     assert stored_meta(thread) == {f"k{n}": str(n) for n in range(10) if n != 4}
 
 
+async def test_a_call_alone_in_its_group_that_fails_keeps_nothing_and_raises(thread):
+    # Alone, it runs without a savepoint: what it wrote before failing goes with the transaction.
+    statements: list[str] = []
+    await thread.call(lambda store: store.db.conn.set_trace_callback(statements.append))
+    with pytest.raises(ValueError, match="this call fails"):
+        await thread.call_grouped(remember_then_fail, "alone")
+    assert await thread.call_grouped(remember, "after", "1") == "1"
+    assert stored_meta(thread) == {"after": "1"}
+    assert not [sql for sql in statements if sql.startswith("SAVEPOINT")]
+
+
 async def test_a_failed_commit_fails_every_call_of_its_group_and_keeps_nothing(thread):
     def orphan_feedback(store):
         # Checked only at COMMIT: a feedback row for no submission makes the whole group's commit fail.
