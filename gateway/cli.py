@@ -166,7 +166,9 @@ def _worker_args(config_path: str | None, *command: str, workers: int) -> list[s
 def _postgres_errors() -> tuple[type[Exception], ...]:
     """asyncpg's errors, when a store loaded it (none can be raised otherwise): caught as one line each."""
     asyncpg = sys.modules.get("asyncpg")
-    return (asyncpg.PostgresError,) if asyncpg is not None else ()
+    if asyncpg is None:
+        return ()
+    return asyncpg.PostgresError, sys.modules["sync.sql"].IntegrityError  # a constraint, raised as SQLite's kind
 
 
 def _metrics_folder() -> None:

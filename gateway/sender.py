@@ -217,21 +217,21 @@ class Sender:
         except (ProviderError, requests.RequestException, OSError) as error:
             reason = str(error) if isinstance(error, ProviderError) else f"{type(error).__name__}"
             delay = backoff(claim["attempt"], self._retry_seconds)
-            state = await self._store.call_grouped(_retry, claim["id"], reason, delay, self._max_attempts)
+            state = await self._store.call(_retry, claim["id"], reason, delay, self._max_attempts)
             log.warning("SMS %s to %s not sent (%s): %s", claim["send_id"], mask_phone(claim["to"]), reason, state)
             return
         if outcome.accepted:
-            await self._store.call_grouped(_sent, claim["id"], outcome.provider_id, outcome.status)
+            await self._store.call(_sent, claim["id"], outcome.provider_id, outcome.status)
             self.accepted += 1
             self._on_accepted()
             log.info("SMS %s to %s: %s", claim["send_id"], mask_phone(claim["to"]), outcome.status)
         elif outcome.permanent:
-            await self._store.call_grouped(_give_up, claim["id"], outcome.status)
+            await self._store.call(_give_up, claim["id"], outcome.status)
             log.warning("SMS %s to %s refused for good: %s", claim["send_id"], mask_phone(claim["to"]),
                         outcome.status)
         else:
             delay = backoff(claim["attempt"], self._retry_seconds)
-            await self._store.call_grouped(_retry, claim["id"], outcome.status, delay, self._max_attempts)
+            await self._store.call(_retry, claim["id"], outcome.status, delay, self._max_attempts)
 
     async def _idle(self) -> None:
         next_due = await self._store.call(lambda store: store.outbox.next_due())
@@ -281,8 +281,10 @@ async def sender_context(app: web.Application) -> AsyncIterator[None]:
     sender.close()
 
 
-# What the sender writes joins the hops' group commit (`StoreThread.call_grouped`): each is durable before it
-# returns, as before, but shares its fsync with the hops that arrive meanwhile instead of paying one of its own.
+# The claim joins the hops' group commit (`StoreThread.call_grouped`): durable before the provider is called,
+# as before, but sharing its fsync with the hops that arrive meanwhile. What the provider answered is written
+# by a plain call, in arrival order: a delivery report queued after it must find the provider's id (a grouped
+# write could run after the report), and it must not fail with another call's transaction (the SMS went).
 
 def _begin(store, message_id: str) -> dict | None:
     return store.outbox.begin(message_id)

@@ -219,3 +219,4 @@ class _Nonces:
 
 
 _nonces = _Nonces()
+os.register_at_fork(after_in_child=lambda: _nonces.__init__())  # a fork mid-draw: a lock nobody releases
