@@ -295,6 +295,16 @@ async def sms_gateway(tmp_path, standin, clock, backend):
     await gw.stop()
 
 
+@pytest.fixture
+def chrome():
+    """Debian's Chromium in English, headless (skipped, or failed in CI, where it is absent: `browser.py`)."""
+    from browser import open_chromium
+
+    driver = open_chromium("en")
+    yield driver
+    driver.quit()
+
+
 def query_plan(db, select: str) -> str:
     """SQLite's plan for `select` on `db` (a sqlite-utils Database), as one line to search for index names."""
     return " ".join(str(row) for row in db.execute(f"EXPLAIN QUERY PLAN {select}"))

@@ -1,19 +1,10 @@
 """Assisted entry in a real browser: a report for a walk-in villager with and without a phone, by keyboard
 and click at 360 px, with no serious accessibility violation on any kind of screen."""
 
-import pytest
-
-from browser import LiveServers, axe_violations, open_chromium, wait_for
+from browser import LiveServers, axe_violations, wait_for
 from sync.store import NO_PHONE
 
 PHONE = "+6281234567890"
-
-
-@pytest.fixture
-def chrome():
-    driver = open_chromium("en")
-    yield driver
-    driver.quit()
 
 
 def test_browser_assist_report_with_and_without_a_phone(tmp_path, chrome):

@@ -4,9 +4,7 @@ carried both ways, Retry of a dead SMS, at 360 px and with no serious accessibil
 import datetime as dt
 import urllib.request
 
-import pytest
-
-from browser import LiveServers, axe_violations, open_chromium, wait_for
+from browser import LiveServers, axe_violations, wait_for
 from gateway.resources import rules_key
 from gateway.turn import submit
 from sync.central import export_updates_file, import_batch_file
@@ -15,13 +13,6 @@ from sync.central.app import central_store_key
 PHONE = "+6281234567890"
 REPORT = {"service": "report", "language": "en", "unique": {},
           "answers": {"category": "road", "location": "Dusun Kidul", "description": "Potholes"}}
-
-
-@pytest.fixture
-def chrome():
-    driver = open_chromium("en")
-    yield driver
-    driver.quit()
 
 
 def add_report(servers):

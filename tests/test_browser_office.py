@@ -4,20 +4,12 @@ serious accessibility violation on any page."""
 
 import datetime as dt
 
-import pytest
 from ulid import ULID
 
-from browser import LiveServers, axe_violations, open_chromium, wait_for
+from browser import LiveServers, axe_violations, wait_for
 from sync.central.app import central_store_key
 
 PASSWORD = "dewi-password-1"
-
-
-@pytest.fixture
-def chrome():
-    driver = open_chromium("en")
-    yield driver
-    driver.quit()
 
 
 def requests(prefix: str) -> list[dict]:

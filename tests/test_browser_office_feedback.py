@@ -5,9 +5,7 @@ again with the villager's own words in its history."""
 import urllib.parse
 import urllib.request
 
-import pytest
-
-from browser import LiveServers, axe_violations, open_chromium, wait_for
+from browser import LiveServers, axe_violations, wait_for
 from gateway.resources import syncer_key
 from sync.central.app import central_store_key
 
@@ -15,13 +13,6 @@ PHONE = "+6281234567890"
 PASSWORD = "sari-password-1"
 REPORT = ["1", "1", "Sukamaju", "Lubang besar dekat sekolah", "1"]
 """Report a problem: damaged road, where, what, yes."""
-
-
-@pytest.fixture
-def chrome():
-    driver = open_chromium("en")
-    yield driver
-    driver.quit()
 
 
 def post(url: str, fields: dict) -> str:

@@ -1,21 +1,12 @@
 """The village's requests and the funnel in a real browser: a supervisor opens a request (an audit row is
 written), the funnel renders its charts, and axe finds no serious violation on the three pages."""
 
-import pytest
-
-from browser import LiveServers, axe_violations, open_chromium, wait_for
+from browser import LiveServers, axe_violations, wait_for
 from conftest import PHONE
 from gateway.ussd import Hop, ussd_turn
 from gateway.resources import rules_key
 
 PASSWORD = "sari-password-1"
-
-
-@pytest.fixture
-def chrome():
-    driver = open_chromium("en")
-    yield driver
-    driver.quit()
 
 
 def dial(store, engine, rules, session_id, *inputs):

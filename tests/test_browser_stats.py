@@ -1,19 +1,10 @@
 """Service performance in a real browser: a staff member reads the stats page and downloads its CSV; the public
 page needs no sign-in; both at 360 px with no serious accessibility violation."""
 
-import pytest
-
-from browser import LiveServers, axe_violations, open_chromium, wait_for
+from browser import LiveServers, axe_violations, wait_for
 from sync.central.app import central_store_key
 
 PASSWORD = "sari-password-1"
-
-
-@pytest.fixture
-def chrome():
-    driver = open_chromium("en")
-    yield driver
-    driver.quit()
 
 
 def requests(store):
