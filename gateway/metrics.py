@@ -96,7 +96,6 @@ class GatewayMetrics:
     """One app's registry: what this process counts, and how a scrape adds what the store knows."""
 
     def __init__(self, wrong_keys: RateLimiter) -> None:
-        self.wrong_keys = wrong_keys
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.hops = Histogram("kentongan_hop_seconds", "Seconds from a USSD hop's arrival to its answer, by the "
                               "kind of screen answered", ["kind", "channel"], buckets=HOP_BUCKETS, registry=registry)
@@ -118,10 +117,9 @@ class GatewayMetrics:
             self.sync.labels(result)
         for limit in PROCESS_LIMITS:
             self.limited.labels(limit)
+        self.count_refusals(wrong_keys, "wrong_callback_keys")
         self.help = {metric._name: metric._documentation
                      for metric in (self.hops, self.sessions, self.sms, self.sync, self.limited)}
-        self.seen: dict[str, int] = {}
-        """Each limiter's refusals already counted, so that only what is new moves the counter on."""
         self.settle = dt.timedelta(0)
 
     def observe(self, answer: str, seconds: float) -> None:
@@ -143,17 +141,9 @@ class GatewayMetrics:
             if getattr(summary, result):
                 self.sync.labels(result).inc(getattr(summary, result))
 
-    def catch_up(self, limits) -> None:
-        """Move the refusal counters on by what the limiters refused since the last look; the limiters count in
-        memory, and this runs as every response leaves, so another worker's scrape sees it at once."""
-        refused = {"wrong_callback_keys": self.wrong_keys.refused}
-        if limits is not None:
-            refused.update(ussd_sessions=limits.ussd_sessions.refused, sms=limits.sms.refused)
-        for limit, count in refused.items():
-            new = count - self.seen.get(limit, 0)
-            if new > 0:
-                self.limited.labels(limit).inc(new)
-                self.seen[limit] = count
+    def count_refusals(self, limiter: RateLimiter, limit: str) -> None:
+        """Count each refusal of `limiter` as it happens, under `limit`: another worker's scrape sees it at once."""
+        limiter.on_refused = self.limited.labels(limit).inc
 
     def exposition(self, read: dict) -> bytes:
         """The text format: this process's counters (all workers' with PROMETHEUS_MULTIPROC_DIR set) merged with
@@ -275,7 +265,6 @@ def setup_metrics(app: web.Application, wrong_keys: RateLimiter) -> None:
     limiter of wrong callback keys."""
     app[metrics_key] = GatewayMetrics(wrong_keys)
     app.cleanup_ctx.append(_counting_context)
-    app.on_response_prepare.append(_catch_up)
     app.router.add_get("/metrics", metrics_page)
 
 
@@ -283,11 +272,10 @@ async def _counting_context(app: web.Application) -> AsyncIterator[None]:
     if app[config_key]["gateway.database_url"]:
         app[metrics_key].settle = SHARED_SETTLE
     await app[store_key].call(start_counting, _resume_window(app))
+    limits = app[limits_key]  # made with the store
+    app[metrics_key].count_refusals(limits.ussd_sessions, "ussd_sessions")
+    app[metrics_key].count_refusals(limits.sms, "sms")
     yield
-
-
-async def _catch_up(request: web.Request, response: web.StreamResponse) -> None:
-    request.app[metrics_key].catch_up(request.app.get(limits_key))
 
 
 def _resume_window(app: web.Application) -> dt.timedelta:
@@ -298,6 +286,5 @@ async def metrics_page(request: web.Request) -> web.Response:
     """The Prometheus text format, after one transaction of the store for what the store knows."""
     app = request.app
     metrics = app[metrics_key]
-    metrics.catch_up(app.get(limits_key))
     read = await app[store_key].call(read_store, _resume_window(app), metrics.settle)
     return web.Response(body=metrics.exposition(read), headers={"Content-Type": CONTENT_TYPE_LATEST})

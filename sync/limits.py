@@ -47,6 +47,8 @@ class RateLimiter:
         self._windows: OrderedDict[str, _Window] = OrderedDict()
         self.refused = 0
         """Events refused since the start, for `status` and the metrics."""
+        self.on_refused: Callable[[], None] | None = None
+        """Called at each refusal (a metrics counter's `inc`), in the thread that counted it."""
 
     def hit(self, key: str) -> Verdict:
         """Count one event of `key` and say whether it may go ahead."""
@@ -63,6 +65,8 @@ class RateLimiter:
             return Verdict(True)
         window.refused += 1
         self.refused += 1
+        if self.on_refused is not None:
+            self.on_refused()
         return Verdict(False, window.refused == 1, max(0.0, window.started + self.window - now))
 
     def peek(self, key: str) -> Verdict:

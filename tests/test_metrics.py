@@ -5,7 +5,7 @@ with no personal data, and no sign-in."""
 import re
 
 import aiohttp
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import PHONE, Gateway, eventually, free_port, served, sms_config
@@ -117,3 +117,25 @@ async def test_metrics_count_pending_sync_as_lag(gateway):
     _, seen = await scrape(gateway.url)
     assert value(seen, "kentongan_sync_lag_seconds") >= 600
     assert value(seen, "kentongan_sync_last_success_timestamp_seconds") == 0
+
+
+def test_metrics_each_refusal_of_a_limiter_moves_its_counter_as_it_happens():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gateway.metrics import GatewayMetrics
+    from sync.central.metrics import CentralMetrics
+    from sync.limits import RateLimiter
+
+    wrong_keys, sync = RateLimiter("wrong keys", 1, 60), RateLimiter("sync", 2, 60)
+    gateway, central = GatewayMetrics(wrong_keys), CentralMetrics({"sync": sync})
+    for _ in range(3):
+        wrong_keys.hit("192.0.2.1")
+        sync.hit("192.0.2.1")
+
+    def counted(registry, name, **labels):
+        text = generate_latest(registry).decode()
+        return next(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                    if sample.name == name and sample.labels == labels)
+
+    assert counted(gateway.registry, "kentongan_rate_limited_total", limit="wrong_callback_keys") == 2
+    assert counted(central.registry, "kentongan_central_rate_limited_total", door="sync") == 1

@@ -127,7 +127,8 @@ def create_central_app(config: CentralConfig, pages: PageSettings = PageSettings
     setup_open311(app, config, central_store_key)
     app.cleanup_ctx.append(store_context)
     setup_routes(app)
-    metrics.setup_metrics(app, lambda: {**limits.counts(), "staff_tokens": app[staff_gate_key].wrong_tokens.refused})
+    metrics.setup_metrics(app, {"open311_posts": limits.open311, "sync": limits.sync,
+                                "staff_tokens": app[staff_gate_key].wrong_tokens})
     setup_office(app, pages, central_store_key)
     return app
 

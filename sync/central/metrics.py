@@ -5,9 +5,8 @@ Labels are words from short, fixed lists (an ingest result, a status, a
 door): never a reference, a phone, a gateway or a village. The app has a
 registry of its own, so a gateway and its embedded central backend in one
 process never mix their counts. Ingest results and staff changes are
-counted where they happen (`ingested`, `staff_changed`); the refusals of the
-rate limits are counted in memory by the limiters, and moved into counters
-as every response leaves; the requests still open are read from the store
+counted where they happen (`ingested`, `staff_changed`), and so is each
+refusal of a rate limit (the limiter's `on_refused`); the requests still open are read from the store
 at scrape time. With `central serve --workers N`, PROMETHEUS_MULTIPROC_DIR
 is set and the counters of every worker are kept in files there and summed
 at scrape, so any worker answers for all of them.
@@ -16,12 +15,13 @@ at scrape, so any worker answers for all of them.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Mapping
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from ..limits import RateLimiter
 from ..protocol import STATUSES
 from .keys import central_store_key
 
@@ -31,9 +31,10 @@ MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class CentralMetrics:
-    """One central app's registry and what it counts; `refusals` gives the rate limits' refusals per door."""
+    """One central app's registry and what it counts; `doors` are the rate limiters whose refusals it counts,
+    by door."""
 
-    def __init__(self, refusals: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, doors: Mapping[str, RateLimiter]) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.ingested = Counter("kentongan_central_ingested", "Submissions in gateways' batches, by result",
                                 ["result"], registry=registry)
@@ -43,19 +44,10 @@ class CentralMetrics:
                                ["door"], registry=registry)
         for status in STATUSES:
             self.staff_changes.labels(status)
-        self.refusals = refusals
-        self.seen: dict[str, int] = {}
+        for door, limiter in doors.items():  # each refusal counted as it happens
+            limiter.on_refused = self.limited.labels(door).inc
         self.help = {metric._name: metric._documentation
                      for metric in (self.ingested, self.staff_changes, self.limited)}
-        self.catch_up()
-
-    def catch_up(self) -> None:
-        """Move the refusal counters on by what the limiters refused since the last look."""
-        for door, count in self.refusals().items():
-            new = count - self.seen.get(door, 0)
-            if new > 0 or door not in self.seen:
-                self.limited.labels(door).inc(max(0, new))
-                self.seen[door] = count
 
     def exposition(self, open_requests: int) -> bytes:
         path = os.environ.get(MULTIPROCESS)
@@ -86,15 +78,10 @@ class _Families:
 metrics_key = web.AppKey("central_metrics", CentralMetrics)
 
 
-def setup_metrics(app: web.Application, refusals: Callable[[], dict[str, int]]) -> None:
-    """Give `app` its metrics and `GET /metrics`."""
-    app[metrics_key] = CentralMetrics(refusals)
-    app.on_response_prepare.append(_catch_up)
+def setup_metrics(app: web.Application, doors: Mapping[str, RateLimiter]) -> None:
+    """Give `app` its metrics and `GET /metrics`; `doors` are the rate limiters, by door."""
+    app[metrics_key] = CentralMetrics(doors)
     app.router.add_get("/metrics", metrics_page)
-
-
-async def _catch_up(request: web.Request, response: web.StreamResponse) -> None:
-    request.app[metrics_key].catch_up()
 
 
 def ingested(app: web.Application, results: list[dict]) -> None:
@@ -118,6 +105,5 @@ def _open_requests(store) -> int:
 async def metrics_page(request: web.Request) -> web.Response:
     """The Prometheus text format, after one read of the store for the requests still open."""
     metrics = request.app[metrics_key]
-    metrics.catch_up()
     open_requests = await request.app[central_store_key].read(_open_requests)
     return web.Response(body=metrics.exposition(open_requests), headers={"Content-Type": CONTENT_TYPE_LATEST})
