@@ -43,7 +43,9 @@ def utc_now() -> dt.datetime:
 
 def stamp(when: dt.datetime) -> str:
     """How a store writes a moment: UTC ISO 8601 with milliseconds, so text order is time order."""
-    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+    if when.tzinfo is not dt.timezone.utc:  # the store's own clock gives UTC already: no conversion per row
+        when = when.astimezone(dt.timezone.utc)
+    return when.isoformat(timespec="milliseconds")
 
 
 class Database:

@@ -198,7 +198,8 @@ def mask_phone(phone: str) -> str:
 class _Nonces:
     """Random 96-bit AES-GCM nonces, drawn from the operating system's CSPRNG 512 at a time: a USSD hop seals
     three values, and one `getrandom` call each was a measurable part of it. Each nonce is used once; a
-    forked child draws its own (a copied pool would repeat the parent's nonces under the same key)."""
+    forked child draws its own (a copied pool would repeat the parent's nonces under the same key): the fork
+    hook below empties the child's pool, so no `getpid` call is needed per nonce."""
 
     SIZE = 12
     POOL = 512
@@ -207,16 +208,15 @@ class _Nonces:
         self._lock = threading.Lock()  # the store's thread and the event loop (Redis sessions) both seal
         self._pool = b""
         self._at = 0
-        self._pid = 0
 
     def take(self) -> bytes:
         with self._lock:
-            if self._at + self.SIZE > len(self._pool) or self._pid != os.getpid():
-                self._pool, self._at, self._pid = os.urandom(self.SIZE * self.POOL), 0, os.getpid()
-            nonce = self._pool[self._at:self._at + self.SIZE]
-            self._at += self.SIZE
-            return nonce
+            at = self._at
+            if at + self.SIZE > len(self._pool):
+                self._pool, at = os.urandom(self.SIZE * self.POOL), 0
+            self._at = at + self.SIZE
+            return self._pool[at:at + self.SIZE]
 
 
 _nonces = _Nonces()
-os.register_at_fork(after_in_child=lambda: _nonces.__init__())  # a fork mid-draw: a lock nobody releases
+os.register_at_fork(after_in_child=lambda: _nonces.__init__())  # a fresh pool, and a lock nobody holds

@@ -265,6 +265,10 @@ def _pg_v2(db) -> None:
 PG_MIGRATIONS = [_pg_v1, _pg_v2]
 
 
+DIGESTS_KEPT = 4096
+"""Phone digests `Store.phone_digest` keeps: one HMAC per caller while their session lasts, not one per ask."""
+
+
 class Store(Database):
     """The local store of one gateway."""
 
@@ -275,7 +279,7 @@ class Store(Database):
     def __init__(self, path: str | Path, sealer: Sealer, clock: Clock = utc_now):
         """The store in the SQLite file `path`, or in the PostgreSQL database when `path` is a
         `postgresql://` address."""
-        self._digested = ("", "")
+        self._digests: dict[str, str] = {}
         super().__init__(path, sealer, clock)
         if not self.postgres:  # PostgreSQL always enforces foreign keys
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -303,11 +307,15 @@ class Store(Database):
     # -- digests -----------------------------------------------------------
 
     def phone_digest(self, phone: str) -> str:
-        """The keyed digest a phone number is found by; the last one is kept, since a turn asks for its
-        caller's several times."""
-        if self._digested[0] != phone:
-            self._digested = (phone, super().phone_digest(phone))
-        return self._digested[1]
+        """The keyed digest a phone number is found by. A turn asks for its caller's several times, and the
+        hops of many sessions interleave: the digests of the last DIGESTS_KEPT numbers are kept (in memory
+        only, where the numbers of live sessions are anyway)."""
+        digest = self._digests.get(phone)
+        if digest is None:
+            if len(self._digests) >= DIGESTS_KEPT:
+                self._digests.clear()  # cheaper than keeping an order; refilled by the hops that follow
+            digest = self._digests[phone] = super().phone_digest(phone)
+        return digest
 
     def _claim(self, service: str, answer: str, value: str) -> str:
         return self.sealer.digest(f"claim:{service}:{answer}:{value}")
