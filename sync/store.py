@@ -189,8 +189,18 @@ def _v11(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+_ONE_SEALED_SESSION = "ALTER TABLE ussd_sessions ADD COLUMN sealed {}"
+"""A USSD session's state, history and answer, sealed together in one value (`Store.save_session`): one
+nonce, one encryption and one encoding a hop instead of three of each. The three columns of before are left
+empty by new writes; a session written before keeps them and is read from them until it expires."""
+
+
+def _v12(db: sqlite_utils.Database) -> None:
+    db.execute(_ONE_SEALED_SESSION.format("TEXT"))
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10,
-                                                             _v11]
+                                                             _v11, _v12]
 
 _TEXT = 'TEXT COLLATE "C"'
 PG_SCHEMA = f"""
@@ -262,7 +272,12 @@ def _pg_v2(db) -> None:
         db.execute(statement)
 
 
-PG_MIGRATIONS = [_pg_v1, _pg_v2]
+def _pg_v3(db) -> None:
+    """A session sealed in one value, as `_v12`."""
+    db.execute(_ONE_SEALED_SESSION.format(_TEXT))
+
+
+PG_MIGRATIONS = [_pg_v1, _pg_v2, _pg_v3]
 
 
 DIGESTS_KEPT = 4096
@@ -325,34 +340,36 @@ class Store(Database):
     def session(self, session_id: str) -> dict | None:
         """The stored session `session_id`: state, history, response, done, phone_hash; or None."""
         row = self.db.execute(
-            "SELECT state, history, response, done, phone_hash FROM ussd_sessions WHERE id = ?", [session_id]
-        ).fetchone()
+            "SELECT sealed, state, history, response, done, phone_hash FROM ussd_sessions WHERE id = ?",
+            [session_id]).fetchone()
         if row is None:
             return None
-        return {
-            "state": json.loads(self.sealer.open(row[0])),
-            "history": self.sealer.open(row[1]),
-            "response": self.sealer.open(row[2]),
-            "done": bool(row[3]),
-            "phone_hash": row[4],
-        }
+        return {**self._opened_session(row), "done": bool(row[4]), "phone_hash": row[5]}
+
+    def _opened_session(self, row: tuple) -> dict:
+        """State, history and response of a session row that begins `sealed, state, history, response`."""
+        if row[0] is not None:
+            return json.loads(self.sealer.open(row[0]))
+        # Written before they were sealed together (`_v12`): each on its own.
+        return {"state": json.loads(self.sealer.open(row[1])), "history": self.sealer.open(row[2]),
+                "response": self.sealer.open(row[3])}
 
     def save_session(self, session_id: str, *, phone: str, service_code: str, state: dict,
                      history: str, response: str, done: bool, resumable: bool) -> None:
-        """Record the session after a turn: its state, the history answered, the answer given."""
+        """Record the session after a turn: its state, the history answered, the answer given (sealed
+        together: see `_ONE_SEALED_SESSION`)."""
         now = _stamp(self.clock())
+        sealed = self.sealer.seal(json.dumps({"state": state, "history": history, "response": response},
+                                             separators=(",", ":")))
         self.db.execute(
             """INSERT INTO ussd_sessions
-                 (id, phone_hash, service_code, state, history, response, done, resumable,
+                 (id, phone_hash, service_code, sealed, state, history, response, done, resumable,
                   created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT(id) DO UPDATE SET state = excluded.state, history = excluded.history,
-                 response = excluded.response, done = excluded.done,
-                 resumable = excluded.resumable, updated_at = excluded.updated_at""",
-            [session_id, self.phone_digest(phone), service_code,
-             self.sealer.seal(json.dumps(state, separators=(",", ":"))),
-             self.sealer.seal(history), self.sealer.seal(response),
-             int(done), int(resumable and not done), now, now],
+               VALUES (?, ?, ?, ?, '', '', '', ?, ?, ?, ?)
+               ON CONFLICT(id) DO UPDATE SET sealed = excluded.sealed, state = '', history = '', response = '',
+                 done = excluded.done, resumable = excluded.resumable, updated_at = excluded.updated_at""",
+            [session_id, self.phone_digest(phone), service_code, sealed, int(done), int(resumable and not done),
+             now, now],
         )
 
     def lock_session(self, session_id: str) -> None:
@@ -367,14 +384,14 @@ class Store(Database):
         """The caller's latest unfinished session touched within `within`: (id, state), or None."""
         since = _stamp(self.clock() - within)
         row = self.db.execute(
-            """SELECT id, state FROM ussd_sessions
+            """SELECT id, sealed, state, history, response FROM ussd_sessions
                WHERE phone_hash = ? AND resumable = 1 AND updated_at >= ? AND id != ?
                ORDER BY updated_at DESC LIMIT 1""",
             [self.phone_digest(phone), since, exclude],
         ).fetchone()
         if row is None:
             return None
-        return row[0], json.loads(self.sealer.open(row[1]))
+        return row[0], self._opened_session(row[1:])["state"]
 
     def forget_resumable(self, phone: str, exclude: str) -> None:
         """No other session of this caller is to be offered again."""

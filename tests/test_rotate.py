@@ -23,6 +23,11 @@ def phone(i):
     return f"+62812{i:07d}"
 
 
+SEALED_EACH = 6
+"""Sealed values a caller of `fill` leaves: submission answers and phone, session (one value), SMS body and
+phone, SMS draft."""
+
+
 def fill(data_dir, count, url=""):
     """`count` callers, each with a submission, a USSD session, an SMS in the outbox and an SMS draft;
     the first submission is purged (only its digests are left to find it by)."""
@@ -92,14 +97,14 @@ def test_rotate_key_reseals_every_kind_and_deletes_the_old_key(tmp_path, databas
     url = database_url
     data_dir = store_of(tmp_path, 20, url)
     digest_before = Store.open(data_dir, database_url=url).phone_digest(phone(1))
-    assert sealed_under(data_dir, 1, url) == 20 * 8
+    assert sealed_under(data_dir, 1, url) == 20 * SEALED_EACH
 
     result = kentongan("rotate-key", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout == (f"re-sealed {20 * 8} values under key 2; key 1 is gone from gateway.key\n"
+    assert result.stdout == (f"re-sealed {20 * SEALED_EACH} values under key 2; key 1 is gone from gateway.key\n"
                              + (SHARED if url else ""))
-    assert sealed_under(data_dir, 1, url) == 0 and sealed_under(data_dir, 2, url) == 20 * 8
+    assert sealed_under(data_dir, 1, url) == 0 and sealed_under(data_dir, 2, url) == 20 * SEALED_EACH
     assert generations(data_dir) == [2]
     assert (data_dir / KEY_FILE_NAME).stat().st_mode & 0o777 == 0o600
     assert_everything_opens(data_dir, 20, url)
@@ -113,17 +118,17 @@ def test_rotate_key_twice_rotates_again(tmp_path, database_url):
 
     result = kentongan("rotate-key", cwd=tmp_path)
 
-    assert result.stdout == (f"re-sealed {5 * 8} values under key 3; key 2 is gone from gateway.key\n"
+    assert result.stdout == (f"re-sealed {5 * SEALED_EACH} values under key 3; key 2 is gone from gateway.key\n"
                              + (SHARED if url else ""))
     assert generations(data_dir) == [3]
-    assert sealed_under(data_dir, 2, url) == 0 and sealed_under(data_dir, 3, url) == 5 * 8
+    assert sealed_under(data_dir, 2, url) == 0 and sealed_under(data_dir, 3, url) == 5 * SEALED_EACH
     assert_everything_opens(data_dir, 5, url)
 
 
 def test_rotate_key_killed_midway_leaves_every_value_open_and_a_rerun_finishes(tmp_path):
     count = 3000
     data_dir = store_of(tmp_path, count)
-    total = count * 8
+    total = count * SEALED_EACH
     watch = sqlite3.connect(data_dir / DATABASE_NAME)
     rotating = subprocess.Popen([sys.executable, "-m", "gateway", "rotate-key", "--batch-size", "50"],
                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -162,7 +167,7 @@ def test_rotate_key_refuses_while_something_answers_on_the_gateway_port(tmp_path
     assert result.returncode == 2
     assert result.stderr == (f"kentongan: the gateway answers on 127.0.0.1:{port}: stop `kentongan serve` "
                              f"first, or it would keep sealing with the old key\n")
-    assert generations(tmp_path / "var") == [1] and sealed_under(tmp_path / "var", 1) == 2 * 8
+    assert generations(tmp_path / "var") == [1] and sealed_under(tmp_path / "var", 1) == 2 * SEALED_EACH
 
 
 def test_rotate_key_leaves_a_look_alike_value_as_it_is(tmp_path, database_url):
@@ -175,6 +180,6 @@ def test_rotate_key_leaves_a_look_alike_value_as_it_is(tmp_path, database_url):
 
     result = kentongan("rotate-key", cwd=tmp_path)
 
-    assert result.stdout == ("re-sealed 8 values under key 2; key 1 is gone from gateway.key; 1 values that "
-                             "look sealed but do not open left as they are\n" + (SHARED if url else ""))
+    assert result.stdout == (f"re-sealed {SEALED_EACH} values under key 2; key 1 is gone from gateway.key; "
+                             "1 values that look sealed but do not open left as they are\n" + (SHARED if url else ""))
     assert not Store.open(data_dir, database_url=url).record_inbound("s1:QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB", phone(0))

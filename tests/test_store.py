@@ -401,3 +401,39 @@ def test_two_stores_take_turns_at_one_session(two):
 
     reused = two.run(lambda s: confirm(s, "K7AAAAA"), lambda s: confirm(s, "K7BBBBB"))
     assert reused["ref"] == "K7AAAAA" and two.other.counts()["submissions"]["total"] == 1
+
+
+def test_sessions_written_before_they_were_sealed_together_still_read_and_resume(tmp_path, database_url):
+    class OldStore(Store):
+        MIGRATIONS = STORE_MIGRATIONS[:11]
+        PG_MIGRATIONS = Store.PG_MIGRATIONS[:2]
+
+    phone = "+6281234567890"
+    old = OldStore.open(tmp_path, database_url=database_url)
+    for session_id, history in (("open", "1*2"), ("done", "1*2*3")):
+        # What a gateway of before wrote: state, history and answer sealed each in a column of its own.
+        old.db.execute(
+            "INSERT INTO ussd_sessions (id, phone_hash, service_code, state, history, response, done, resumable, "
+            "created_at, updated_at) VALUES (?, ?, '*384#', ?, ?, ?, ?, ?, ?, ?)",
+            [session_id, old.phone_digest(phone), old.sealer.seal('{"flow":"report","screen":"place"}'),
+             old.sealer.seal(history), old.sealer.seal("CON Di mana?"), int(session_id == "done"),
+             int(session_id == "open"), old.stamp(old.clock()), old.stamp(old.clock())])
+    old.close()
+    store = Store.open(tmp_path, database_url=database_url)
+    try:
+        assert store.session("open") == {"state": {"flow": "report", "screen": "place"}, "history": "1*2",
+                                         "response": "CON Di mana?", "done": False,
+                                         "phone_hash": store.phone_digest(phone)}
+        assert store.session("done")["done"] is True
+        assert store.resumable_session(phone, dt.timedelta(minutes=5), exclude="new") == (
+            "open", {"flow": "report", "screen": "place"})
+        # Its next hop writes it the new way: one sealed value, the old columns emptied.
+        store.save_session("open", phone=phone, service_code="*384#", state={"flow": "report", "screen": "what"},
+                           history="1*2*Dusun", response="CON Apa?", done=False, resumable=True)
+        assert store.session("open")["history"] == "1*2*Dusun"
+        sealed, state, history, response = store.db.execute(
+            "SELECT sealed, state, history, response FROM ussd_sessions WHERE id = 'open'").fetchone()
+        assert (state, history, response) == ("", "", "") and sealed.startswith("s1:")
+        assert "Dusun" not in sealed
+    finally:
+        store.close()
