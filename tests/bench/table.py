@@ -4,7 +4,9 @@
 
 - Whole report sessions (six hops, `ussd_hop.HOPS`) at 1, 8, 64 and 256 in
   flight against `kentongan serve` and a bare aiohttp handler, alternating
-  round by round (`ussd_hop.alternate`), ratios first.
+  round by round (`ussd_hop.alternate`), ratios first: throughput, then server
+  CPU per hop the same way round (baseline's over the server's; steadier on a
+  noisy machine and independent of the load generator), then p99.
 - The same at 8 and 64 against gateways whose store already holds 100,000
   (and with `--big` 1,000,000) submissions, alternating with the gateway that
   started empty: latency must not grow with history. The store is filled by
@@ -106,15 +108,16 @@ def stored(data_dir: Path) -> int:
 
 # -- the table ------------------------------------------------------------------
 
-HEAD = (f"{'':34}{'ratio':>7}{'ratio':>7} |{'hops/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU us':>8} |"
+HEAD = (f"{'':34}{'ratio':>7}{'ratio':>7}{'ratio':>7} |{'hops/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU us':>8} |"
         f"{'hops/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'CPU us':>8} |{'gen':>5}")
-UNDER = (f"{'':34}{'hops/s':>7}{'p99':>7} |{'server':>32} |{'baseline':>32} |{'CPU':>5}")
+UNDER = (f"{'':34}{'hops/s':>7}{'CPU':>7}{'p99':>7} |{'server':>32} |{'baseline':>32} |{'CPU':>5}")
 
 
 def line(label: str, server: dict, baseline: dict) -> str:
     def figures(row: dict) -> str:
         return (f"{row['hops_per_s']:8.0f}{row['p50_ms']:8.2f}{row['p99_ms']:8.2f}{row['cpu_us_per_hop']:8.0f}")
     return (f"{label:34}{server['hops_per_s'] / baseline['hops_per_s']:7.2f}"
+            f"{baseline['cpu_us_per_hop'] / server['cpu_us_per_hop']:7.2f}"
             f"{server['p99_ms'] / baseline['p99_ms']:7.2f} |{figures(server)} |{figures(baseline)} |"
             f"{max(server['generator_cpu'], baseline['generator_cpu']):5.0%}")
 
@@ -128,8 +131,9 @@ def main() -> None:
     ussd_hop.pin_generator()
     out: list[str] = [f"Kentongan benchmark: {machine()}",
                       f"{args.rounds} alternating rounds of {args.seconds:g} s per figure and server (medians); "
-                      "whole report sessions of 6 hops; CPU us = server CPU per hop; gen CPU = load generator's "
-                      "share of its core (near 100%: it set the pace)", ""]
+                      "whole report sessions of 6 hops; CPU us = server CPU per hop; ratio CPU = baseline's CPU us / "
+                      "the server's (read like ratio hops/s, but steadier and not paced by the generator); "
+                      "gen CPU = load generator's share of its core (near 100%: it set the pace)", ""]
     histories = (100_000, 1_000_000) if args.big else (100_000,)
     with TemporaryDirectory() as name:
         folder = Path(name)
