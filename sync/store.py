@@ -189,14 +189,25 @@ def _v11(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
-_ONE_SEALED_SESSION = "ALTER TABLE ussd_sessions ADD COLUMN sealed {}"
-"""A USSD session's state, history and answer, sealed together in one value (`Store.save_session`): one
-nonce, one encryption and one encoding a hop instead of three of each. The three columns of before are left
-empty by new writes; a session written before keeps them and is read from them until it expires."""
+_LEANER_SESSIONS = (
+    "ALTER TABLE ussd_sessions ADD COLUMN sealed {}",
+    "DROP INDEX idx_ussd_sessions_phone_hash_resumable_updated_at",
+    "CREATE INDEX idx_ussd_sessions_phone_hash ON ussd_sessions (phone_hash)",
+)
+"""What a hop writes of its session, made smaller:
+
+- its state, history and answer sealed together in one value (`Store.save_session`): one nonce, one
+  encryption and one encoding a hop instead of three of each. New writes leave the three columns of before
+  empty; a session written before keeps them and is read from them until it expires;
+- the caller's sessions found by the phone's digest alone: the index that also held `resumable` and
+  `updated_at` moved on every hop (both change), one entry at a random place of it each time, where this one
+  is written once per session. A caller has a handful of sessions at most, so finding the resumable one
+  among them costs nothing."""
 
 
 def _v12(db: sqlite_utils.Database) -> None:
-    db.execute(_ONE_SEALED_SESSION.format("TEXT"))
+    for statement in _LEANER_SESSIONS:
+        db.execute(statement.format("TEXT"))
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10,
@@ -273,8 +284,9 @@ def _pg_v2(db) -> None:
 
 
 def _pg_v3(db) -> None:
-    """A session sealed in one value, as `_v12`."""
-    db.execute(_ONE_SEALED_SESSION.format(_TEXT))
+    """Leaner session rows, as `_v12`."""
+    for statement in _LEANER_SESSIONS:
+        db.execute(statement.format(_TEXT))
 
 
 PG_MIGRATIONS = [_pg_v1, _pg_v2, _pg_v3]
@@ -357,7 +369,7 @@ class Store(Database):
     def save_session(self, session_id: str, *, phone: str, service_code: str, state: dict,
                      history: str, response: str, done: bool, resumable: bool) -> None:
         """Record the session after a turn: its state, the history answered, the answer given (sealed
-        together: see `_ONE_SEALED_SESSION`)."""
+        together: see `_LEANER_SESSIONS`)."""
         now = _stamp(self.clock())
         sealed = self.sealer.seal(json.dumps({"state": state, "history": history, "response": response},
                                              separators=(",", ":")))

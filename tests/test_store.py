@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import MovableClock
+from conftest import MovableClock, query_plan
 from sync.accounts import LOCK_AFTER
 from sync.database import REFERENCE_DRAWS, IntegrityError
 from sync.errors import AlreadyClaimed, KeyFileError, NoFreeReference
@@ -437,3 +437,22 @@ def test_sessions_written_before_they_were_sealed_together_still_read_and_resume
         assert "Dusun" not in sealed
     finally:
         store.close()
+
+
+def test_a_hop_of_a_session_under_way_leaves_the_phone_index_alone(store):
+    if store.postgres:
+        pytest.skip("SQLite's query plans")
+    phone = "+6281234567890"
+    store.save_session("s1", phone=phone, service_code="*384#", state={}, history="", response="CON a",
+                       done=False, resumable=True)
+    # The caller's sessions are found by the phone's digest, through an index of that column only, which the
+    # later hops of the session (they change state, resumable and updated_at) never rewrite.
+    plan = query_plan(store.db, "SELECT id FROM ussd_sessions WHERE phone_hash = 'x' AND resumable = 1 "
+                                "AND updated_at >= '2024' AND id != 'y' ORDER BY updated_at DESC LIMIT 1")
+    assert "idx_ussd_sessions_phone_hash" in plan
+    indexed = {row[2] for index in store.db.execute("PRAGMA index_list(ussd_sessions)").fetchall()
+               for row in store.db.execute(f"PRAGMA index_info({index[1]})")}
+    assert not indexed & {"state", "sealed", "resumable", "done"}
+    store.save_session("s1", phone=phone, service_code="*384#", state={"a": 1}, history="1", response="CON b",
+                       done=False, resumable=True)
+    assert store.resumable_session(phone, dt.timedelta(minutes=5), exclude="s2") == ("s1", {"a": 1})
