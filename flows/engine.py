@@ -175,6 +175,10 @@ class Engine:
             for kind, reasons in REASONS.items():
                 self._reserve[lang, kind, False] = self._room_for(lang, reasons)
                 self._reserve[lang, kind, True] = self._room_for(lang, reasons + PAGED_REASONS.get(kind, ()))
+        self._static: dict[tuple[str, str, str], tuple[list[Page], dict[str, int]] | bool] = {}
+        """(language, flow, screen): the layout of a screen that shows nothing but its words, made at its first
+        turn, or False for a screen that changes with the turn. Shared by every turn, so read-only; bounded by
+        languages times screens."""
 
     def _room_for(self, lang: str, reasons: tuple[str, ...]) -> int:
         """Septets the longest of `reasons` takes as a line on top of a page."""
@@ -291,7 +295,11 @@ class Engine:
         return [page.render(PAGE_BUDGET, reason) for page in self._layout(session, ctx)[0]]
 
     def _layout(self, session: dict, ctx: Context) -> tuple[list[Page], dict[str, int]]:
-        """The screen's pages, and which body line shows each numbered key."""
+        """The screen's pages, and which body line shows each numbered key (both read-only: maybe shared)."""
+        key = (session["lang"], session.get("flow"), session.get("screen"))
+        cached = self._static.get(key)
+        if cached:
+            return cached
         lang = session["lang"]
         lines, keys = self._body(session, ctx)
         more, hint = self._navigation[lang]
@@ -299,7 +307,21 @@ class Engine:
         pages = paginate(lines, PAGE_BUDGET, more, hint, reserve=self._reserve[lang, kind, False],
                          paged_reserve=self._reserve[lang, kind, True],
                          hint_first=not self._root(session), hint_last=not self._closing(session))
+        if cached is None:
+            self._static[key] = (pages, keys) if self._is_static(session) else False
         return pages, keys
+
+    def _is_static(self, session: dict) -> bool:
+        """True when the screen looks the same on every turn in its language, whatever the answers and lookups.
+
+        Its text has no placeholder and it shows no lookup; its choices are
+        labels (or language names). The resume offer names the flow it offers,
+        so it is never one.
+        """
+        if session["flow"] == RESUME:
+            return False
+        screen = self._screen(session)[1]
+        return screen.show is None and "{" not in self.catalog.translations(session["lang"]).gettext(screen.text)
 
     def _kind(self, session: dict) -> str:
         """The screen's kind; the resume offer is a menu."""
@@ -489,8 +511,7 @@ class Engine:
                                             self._display(flow, session["answers"], session["lang"])))
             after = self._enter(flow, self._fire(flow, target, "answer", session["answers"]), session, ctx, notice)
             return after._replace(submission=submission or after.submission, language=language or after.language)
-        return self._show(session, ctx, head=head, submission=submission, language=language)._replace(
-            feedback=feedback)
+        return self._show(session, ctx, head=head, submission=submission, language=language, feedback=feedback)
 
     def _back(self, session: dict, ctx: Context, pages: list[Page]) -> Turn:
         """`0`: the page before; on a first page the screen before, its answer dropped; on a root, itself."""
@@ -508,12 +529,12 @@ class Engine:
                            "back": session["back"][:-1]}, ctx)
 
     def _show(self, session: dict, ctx: Context, pages: list[Page] | None = None, *, head: str | None = None,
-              submission: dict | None = None, language: str | None = None) -> Turn:
+              submission: dict | None = None, language: str | None = None, feedback: dict | None = None) -> Turn:
         pages = pages or self._layout(session, ctx)[0]
         session = {**session, "page": min(session["page"], len(pages) - 1)}
         last = session["page"] == len(pages) - 1
         return Turn(pages[session["page"]].render(PAGE_BUDGET, head), last and self._closing(session), session,
-                    submission, language)
+                    submission, language, feedback)
 
     def _reask(self, session: dict, ctx: Context, reason: str, values: dict | None = None,
                pages: list[Page] | None = None) -> Turn:

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +149,18 @@ class Flow:
     machine: Machine = field(repr=False, default=None)
 
     def saved_by(self, answer: str) -> Screen | None:
-        """The screen that saves `answer`, if any."""
+        """The screen that saves `answer`, if any (the first in the file, should two save it)."""
+        return self._savers.get(answer)
+
+    @cached_property
+    def _savers(self) -> dict[str, Screen]:
+        """Each answer and the first screen that saves it: every turn's summary asks for each answer, and the
+        screens of a loaded flow never change."""
+        savers: dict[str, Screen] = {}
         for screen in self.screens.values():
-            if screen.save == answer:
-                return screen
-        return None
+            if isinstance(screen.save, str):
+                savers.setdefault(screen.save, screen)
+        return savers
 
     def role(self, role: str) -> Screen | None:
         """The screen whose answer plays `role` (see ROLES), if any."""
