@@ -37,6 +37,8 @@ def test_store_uses_wal(store):
     if store.postgres:
         pytest.skip("SQLite's journal: PostgreSQL has its own write-ahead log")
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # A group's savepoint journal stays in memory instead of a temporary file written on every hop.
+    assert store.db.execute("PRAGMA temp_store").fetchone()[0] == 2
 
 
 def test_store_duplicate_reference_and_claim_keep_nothing(store):
