@@ -5,8 +5,10 @@
     │   ├── LinkError          the central backend is unreachable, slow or failing (5xx), or its
     │   │                      answer cannot be trusted (a captive portal's page, a proxy's error,
     │   │                      an unsigned or garbled answer); nothing was marked
-    │   └── SessionsUnavailable  Redis did not answer or refused: a USSD session could not be read or
-    │                          written (`sync.sessions`)
+    │   ├── SessionsUnavailable  Redis did not answer or refused: a USSD session could not be read or
+    │   │                      written (`sync.sessions`)
+    │   └── Deadlock           two transactions waited for each other's locks and the database gave
+    │                          up one statement (a PostgreSQL store several workers share)
     ├── Permanent              will not heal by retrying: a person must act
     │   ├── Refused            the central backend refuses this gateway (unknown gateway, wrong
     │   │                      secret, clock far off, a batch it cannot read); `code` says which
@@ -75,3 +77,9 @@ class SignatureError(SyncError):
 
 class ClockSkew(SignatureError):
     """A signed request whose timestamp is too far from the checker's clock: one of the clocks is wrong."""
+
+
+class Deadlock(Retryable):
+    """Two transactions waited for each other's locks and the database gave up a statement of one (a PostgreSQL
+    store that several workers share: `Store.lock_session`). Its transaction still holds what it held; what
+    gave up runs again once that transaction has ended (`sync.thread.StoreThread.call_grouped`)."""

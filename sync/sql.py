@@ -42,6 +42,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import asyncpg
 
+from .errors import Deadlock
+
 PREPARED_LIMIT = 512
 """Statements kept described per connection (their parameter types and columns, which saves a round trip each
 time they run again), the least recently used dropped first: some are built for a list's length
@@ -190,6 +192,8 @@ class PgDatabase:
             return self._aside.submit(self._loop.run_until_complete, coroutine).result()
         except asyncpg.IntegrityConstraintViolationError as error:
             raise IntegrityError(str(error)) from error
+        except asyncpg.DeadlockDetectedError as error:
+            raise Deadlock(str(error)) from error
 
     # -- statements --------------------------------------------------------
 

@@ -10,12 +10,15 @@ import threading
 from typing import Any, Callable, Generic, NamedTuple, TypeVar
 
 from .database import TransactionLost
+from .errors import Deadlock
 
 S = TypeVar("S")
 T = TypeVar("T")
 
 GROUP_LIMIT = 64
 """Grouped calls run in one transaction at most: a group waits for its one fsync, not for a long queue."""
+DEADLOCK_RETRIES = 3
+"""Times a grouped call given up in a deadlock runs again (each time in the next group) before it fails."""
 
 
 class Grouped(NamedTuple):
@@ -26,6 +29,8 @@ class Grouped(NamedTuple):
     future: asyncio.Future
     fn: Callable[..., Any]
     args: tuple
+    tries: int = 0
+    """Deadlocks it met so far."""
 
 
 Outcome = tuple[asyncio.Future, Any, "BaseException | None"]
@@ -92,22 +97,35 @@ class StoreThread(Generic[S]):
         return await future
 
     def _run_group(self) -> None:
-        """In the store's thread: one group, then the next is queued behind the plain calls waiting meanwhile."""
+        """In the store's thread: one group, then the next is queued behind the plain calls waiting meanwhile.
+        Calls of the group given up in a deadlock go first in the next group."""
         with self._lock:
             group = [self._queue.popleft() for _ in range(min(GROUP_LIMIT, len(self._queue)))]
+        again: list[Grouped] = []
         try:
-            self._hand_back(group, self._commit(group))
+            outcomes, again = self._commit(group)
+            self._hand_back(group, outcomes)
         finally:
             with self._lock:
+                self._queue.extendleft(reversed(again))
                 if self._queue:
                     self._pool.submit(self._run_group)
                 else:
                     self._scheduled = False
 
-    def _commit(self, group: list[Grouped]) -> list[Outcome]:
+    def _commit(self, group: list[Grouped]) -> tuple[list[Outcome], list[Grouped]]:
         """Run `group` in one transaction, each call in its own savepoint (a call alone, in none): the outcome
-        of each call that ran, or the transaction's error for all of them."""
+        of each call that ran, or the transaction's error for all of them; and the calls to run again.
+
+        On a PostgreSQL store that several workers share, two groups can each
+        hold a session the other's next call waits for (`Store.lock_session`),
+        and PostgreSQL gives one of those calls up (`Deadlock`). Run again in
+        this transaction it would wait for the same lock, so it runs in the
+        next group: this group's COMMIT lets the other worker's group finish,
+        and with it the lock goes.
+        """
         outcomes: list[Outcome] = []
+        again: list[Grouped] = []
         # A call alone in its group needs no savepoint: when it raises, the whole transaction is undone, which
         # is all it holds (two statements fewer per hop when hops do not queue).
         part = self.store.savepoint if len(group) > 1 else contextlib.nullcontext
@@ -124,15 +142,23 @@ class StoreThread(Generic[S]):
                     except TransactionLost:
                         outcomes.append((call.future, None, None))
                         raise
+                    except Deadlock as error:
+                        if call.tries < DEADLOCK_RETRIES:
+                            again.append(call._replace(tries=call.tries + 1))
+                        else:
+                            outcomes.append((call.future, None, error))
+                        if part is contextlib.nullcontext:
+                            raise  # undone with the transaction, which holds nothing else
                     except Exception as error:
                         outcomes.append((call.future, None, error))
                         if part is contextlib.nullcontext:
                             raise  # undone with the transaction, which holds nothing else
         except BaseException as error:
             ran = {id(future) for future, _, _ in outcomes}
-            return [(call.future, None, error) for call in group
-                    if id(call.future) in ran or not call.future.cancelled()]
-        return outcomes
+            retried = {id(call.future) for call in again}
+            return [(call.future, None, error) for call in group if id(call.future) not in retried
+                    and (id(call.future) in ran or not call.future.cancelled())], again
+        return outcomes, again
 
     @staticmethod
     def _hand_back(group: list[Grouped], outcomes: list[Outcome]) -> None:

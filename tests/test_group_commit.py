@@ -7,12 +7,14 @@ report sessions at once.
 """
 
 import asyncio
+import functools
 import re
 import sqlite3
 import threading
 
 import pytest
 
+from conftest import postgres_schemas
 from gateway.resources import store_key
 from sync.store import DATABASE_NAME, Store
 from sync.thread import GROUP_LIMIT, StoreThread
@@ -158,3 +160,42 @@ async def test_64_sessions_at_once_each_confirm_one_stored_submission(gateway):
         confirmed = refs.findall(end)
         assert len(confirmed) == 1 and stored[confirmed[0]] == f"s{n}", end
     assert len(commits) < 64 * (len(REPORT) + 1)  # hops shared commits
+
+
+async def test_groups_of_two_workers_that_deadlock_on_two_sessions_both_finish(tmp_path):
+    """Two workers on one PostgreSQL store, each with a group holding copies of hops of the same two sessions, in
+    the opposite order: the first hop of each group takes its session, the second waits for the other group's.
+    PostgreSQL gives one of those two up (after `deadlock_timeout`); it runs again in its worker's next group,
+    once the other group got its lock and committed. Every call answers, none with an error."""
+    async with postgres_schemas("gateway") as (url,):
+        threads = [await StoreThread.open(functools.partial(Store.open, database_url=url), tmp_path / name)
+                   for name in ("a", "b")]
+        took = {"s1": threading.Event(), "s2": threading.Event()}
+        second_runs: list[str] = []
+
+        def first(store, session_id, other):
+            store.lock_session(session_id)
+            took[session_id].set()
+            took[other].wait(10)  # both groups hold their first session before either asks for its second
+            return session_id
+
+        def second(store, session_id):
+            second_runs.append(session_id)
+            store.lock_session(session_id)
+            store.set_meta(**{f"second-{session_id}": "done"})
+            return session_id
+
+        try:
+            outcomes = await asyncio.gather(
+                queued_behind_busy_thread(threads[0], [threads[0].call_grouped(first, "s1", "s2"),
+                                                       threads[0].call_grouped(second, "s2")]),
+                queued_behind_busy_thread(threads[1], [threads[1].call_grouped(first, "s2", "s1"),
+                                                       threads[1].call_grouped(second, "s1")]))
+            assert outcomes == [["s1", "s2"], ["s2", "s1"]]
+            # One of the two second hops ran twice: given up, then again in the next group; both are stored.
+            assert sorted(second_runs) in (["s1", "s1", "s2"], ["s1", "s2", "s2"])
+            assert await threads[0].call(lambda store: [store.meta("second-s1"), store.meta("second-s2")]) == [
+                "done", "done"]
+        finally:
+            for thread in threads:
+                thread.close()
