@@ -138,6 +138,7 @@ class Database:
             yield self
             conn.commit()
         except BaseException:
+            self.rolled_back()
             # A COMMIT can fail too (a deferred constraint, a full disk) and leave the transaction open.
             if conn.in_transaction:
                 conn.rollback()
@@ -151,12 +152,17 @@ class Database:
         try:
             yield self
         except BaseException as error:
+            self.rolled_back()
             if not conn.in_transaction:  # SQLite undid the whole transaction (a full disk, an I/O error)
                 raise TransactionLost(str(error)) from error
             conn.execute("ROLLBACK TO part")
             conn.execute("RELEASE part")
             raise
         conn.execute("RELEASE part")
+
+    def rolled_back(self) -> None:
+        """Called as a transaction or a savepoint is undone: what a store keeps in memory of its rows may no
+        longer be so."""
 
     @staticmethod
     def stamp(when: dt.datetime) -> str:

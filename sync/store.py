@@ -294,6 +294,8 @@ PG_MIGRATIONS = [_pg_v1, _pg_v2, _pg_v3]
 
 DIGESTS_KEPT = 4096
 """Phone digests `Store.phone_digest` keeps: one HMAC per caller while their session lasts, not one per ask."""
+SESSIONS_KEPT = 4096
+"""USSD sessions under way a SQLite store keeps in memory as it last wrote them (`Store.session`)."""
 
 
 class Store(Database):
@@ -307,7 +309,10 @@ class Store(Database):
         """The store in the SQLite file `path`, or in the PostgreSQL database when `path` is a
         `postgresql://` address."""
         self._digests: dict[str, str] = {}
+        self._sessions: dict[str, tuple[str, bool, str]] | None = {}
         super().__init__(path, sealer, clock)
+        if self.postgres:
+            self._sessions = None  # other processes write the same rows: always read them
         if not self.postgres:  # PostgreSQL always enforces foreign keys
             self.db.execute("PRAGMA foreign_keys=ON")
         self.outbox = Outbox(self)
@@ -350,7 +355,18 @@ class Store(Database):
     # -- USSD sessions -----------------------------------------------------
 
     def session(self, session_id: str) -> dict | None:
-        """The stored session `session_id`: state, history, response, done, phone_hash; or None."""
+        """The stored session `session_id`: state, history, response, done, phone_hash; or None.
+
+        On SQLite, where this process is the one writer, a session under way is
+        read from memory as this store last wrote it (the next hop of a session
+        comes seconds after the last): no query and no opening of its sealed
+        value on most hops. What is kept there is only what the row holds once
+        committed: a transaction or savepoint undone forgets it all.
+        """
+        kept = self._sessions.get(session_id) if self._sessions is not None else None
+        if kept is not None:
+            opened, done, phone_hash = kept
+            return {**json.loads(opened), "done": done, "phone_hash": phone_hash}
         row = self.db.execute(
             "SELECT sealed, state, history, response, done, phone_hash FROM ussd_sessions WHERE id = ?",
             [session_id]).fetchone()
@@ -371,8 +387,8 @@ class Store(Database):
         """Record the session after a turn: its state, the history answered, the answer given (sealed
         together: see `_LEANER_SESSIONS`)."""
         now = _stamp(self.clock())
-        sealed = self.sealer.seal(json.dumps({"state": state, "history": history, "response": response},
-                                             separators=(",", ":")))
+        opened = json.dumps({"state": state, "history": history, "response": response}, separators=(",", ":"))
+        sealed = self.sealer.seal(opened)
         self.db.execute(
             """INSERT INTO ussd_sessions
                  (id, phone_hash, service_code, sealed, state, history, response, done, resumable,
@@ -383,6 +399,17 @@ class Store(Database):
             [session_id, self.phone_digest(phone), service_code, sealed, int(done), int(resumable and not done),
              now, now],
         )
+        if self._sessions is not None:
+            self._sessions.pop(session_id, None)  # kept in the order of their last write: the oldest go first
+            if not done:  # an ended session is read again only by a retry of its last hop
+                if len(self._sessions) >= SESSIONS_KEPT:
+                    del self._sessions[next(iter(self._sessions))]
+                self._sessions[session_id] = (opened, False, self.phone_digest(phone))
+
+    def rolled_back(self) -> None:
+        """What the cache of sessions holds may have been undone: it starts afresh."""
+        if self._sessions:
+            self._sessions.clear()
 
     def lock_session(self, session_id: str) -> None:
         """Wait until no other process's transaction is at USSD session `session_id`, and keep it ours until this
@@ -415,6 +442,8 @@ class Store(Database):
         with self.transaction():
             cursor = self.db.execute("DELETE FROM ussd_sessions WHERE updated_at < ?",
                                      [_stamp(self.clock() - older_than)])
+        if cursor.rowcount and self._sessions:
+            self._sessions.clear()
         return cursor.rowcount
 
     def purge_inbound(self, older_than: dt.timedelta) -> int:

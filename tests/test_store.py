@@ -461,3 +461,38 @@ def test_a_hop_of_a_session_under_way_leaves_the_phone_index_alone(store):
     store.save_session("s1", phone=phone, service_code="*384#", state={"a": 1}, history="1", response="CON b",
                        done=False, resumable=True)
     assert store.resumable_session(phone, dt.timedelta(minutes=5), exclude="s2") == ("s1", {"a": 1})
+
+
+def test_a_session_write_that_was_undone_is_not_read_back(store):
+    phone = "+6281234567890"
+
+    def save(history):
+        store.save_session("s1", phone=phone, service_code="*384#", state={"at": history}, history=history,
+                           response=f"CON {history}", done=False, resumable=True)
+
+    with store.transaction():
+        save("1")
+    for undo in ("savepoint", "transaction"):
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                if undo == "savepoint":
+                    with store.savepoint():
+                        save("1*2")
+                        raise RuntimeError("this hop fails")
+                save("1*2")
+                raise RuntimeError("this transaction fails")
+        # What the next hop reads is what was committed, whatever this process had in memory of the undone write.
+        assert store.session("s1")["history"] == "1" and store.session("s1")["state"] == {"at": "1"}
+    with store.transaction():
+        save("1*3")
+    assert store.session("s1")["response"] == "CON 1*3"
+
+
+def test_sessions_under_way_past_what_is_kept_in_memory_still_read(store, monkeypatch):
+    monkeypatch.setattr("sync.store.SESSIONS_KEPT", 3)
+    with store.transaction():
+        for n in range(5):
+            store.save_session(f"s{n}", phone=f"+62812345678{n}", service_code="*384#", state={"n": n},
+                               history=str(n), response=f"CON {n}", done=False, resumable=True)
+    assert [store.session(f"s{n}")["state"] for n in range(5)] == [{"n": n} for n in range(5)]
+    assert store.session("s0")["phone_hash"] == store.phone_digest("+628123456780")
