@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Callable
@@ -296,6 +297,9 @@ DIGESTS_KEPT = 4096
 """Phone digests `Store.phone_digest` keeps: one HMAC per caller while their session lasts, not one per ask."""
 SESSIONS_KEPT = 4096
 """USSD sessions under way a SQLite store keeps in memory as it last wrote them (`Store.session`)."""
+SESSION_KEPT_SECONDS = 300.0
+"""How long after its last write a session is read from memory: a network's USSD session lasts a few
+minutes, and what callers typed (a NIK) is not kept in clear longer than it is needed."""
 
 
 class Store(Database):
@@ -309,7 +313,7 @@ class Store(Database):
         """The store in the SQLite file `path`, or in the PostgreSQL database when `path` is a
         `postgresql://` address."""
         self._digests: dict[str, str] = {}
-        self._sessions: dict[str, tuple[str, bool, str]] | None = {}
+        self._sessions: dict[str, tuple[str, str, float]] | None = {}
         super().__init__(path, sealer, clock)
         if self.postgres:
             self._sessions = None  # other processes write the same rows: always read them
@@ -340,8 +344,9 @@ class Store(Database):
 
     def phone_digest(self, phone: str) -> str:
         """The keyed digest a phone number is found by. A turn asks for its caller's several times, and the
-        hops of many sessions interleave: the digests of the last DIGESTS_KEPT numbers are kept (in memory
-        only, where the numbers of live sessions are anyway)."""
+        hops of many sessions interleave: the digests of up to DIGESTS_KEPT numbers are kept, in memory only,
+        all forgotten when that many were asked for: a number stays in memory until then (as in the
+        callbacks' cache of parsed numbers, `gateway.callback.e164`)."""
         digest = self._digests.get(phone)
         if digest is None:
             if len(self._digests) >= DIGESTS_KEPT:
@@ -361,12 +366,12 @@ class Store(Database):
         read from memory as this store last wrote it (the next hop of a session
         comes seconds after the last): no query and no opening of its sealed
         value on most hops. What is kept there is only what the row holds once
-        committed: a transaction or savepoint undone forgets it all.
+        committed: a transaction or savepoint undone forgets it all. A session
+        last written SESSION_KEPT_SECONDS ago or more is read from the row.
         """
         kept = self._sessions.get(session_id) if self._sessions is not None else None
-        if kept is not None:
-            opened, done, phone_hash = kept
-            return {**json.loads(opened), "done": done, "phone_hash": phone_hash}
+        if kept is not None and time.monotonic() - kept[2] < SESSION_KEPT_SECONDS:
+            return {**json.loads(kept[0]), "done": False, "phone_hash": kept[1]}
         row = self.db.execute(
             "SELECT sealed, state, history, response, done, phone_hash FROM ussd_sessions WHERE id = ?",
             [session_id]).fetchone()
@@ -376,9 +381,10 @@ class Store(Database):
 
     def _opened_session(self, row: tuple) -> dict:
         """State, history and response of a session row that begins `sealed, state, history, response`."""
-        if row[0] is not None:
+        if row[0] is not None and row[1] == "":
             return json.loads(self.sealer.open(row[0]))
-        # Written before they were sealed together (`_v12`): each on its own.
+        # Written before they were sealed together (`_v12`), each on its own; or by a worker still running the
+        # code of before on a PostgreSQL store since migrated (it leaves `sealed` as it was): the three columns.
         return {"state": json.loads(self.sealer.open(row[1])), "history": self.sealer.open(row[2]),
                 "response": self.sealer.open(row[3])}
 
@@ -404,7 +410,7 @@ class Store(Database):
             if not done:  # an ended session is read again only by a retry of its last hop
                 if len(self._sessions) >= SESSIONS_KEPT:
                     del self._sessions[next(iter(self._sessions))]
-                self._sessions[session_id] = (opened, False, self.phone_digest(phone))
+                self._sessions[session_id] = (opened, self.phone_digest(phone), time.monotonic())
 
     def rolled_back(self) -> None:
         """What the cache of sessions holds may have been undone: it starts afresh."""

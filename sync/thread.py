@@ -78,8 +78,8 @@ class StoreThread(Generic[S]):
         A call that raises is undone alone and raises here; the others commit.
         Nothing is returned before the COMMIT has returned (`synchronous=FULL`:
         durable), and a COMMIT that fails raises in every call of its group,
-        which then left nothing stored. The store needs `transaction()` and
-        `savepoint()` (`sync.database.Database`); what `fn` opens with
+        which then left nothing stored. The store needs `group_transaction()`
+        and `savepoint()` (`sync.database.Database`); what `fn` opens with
         `transaction()` joins the group's. A call whose caller gave up before
         its group began (a cancelled task) is not run.
 
@@ -130,7 +130,7 @@ class StoreThread(Generic[S]):
         # is all it holds (two statements fewer per hop when hops do not queue).
         part = self.store.savepoint if len(group) > 1 else contextlib.nullcontext
         try:
-            with self.store.transaction():
+            with self.store.group_transaction():
                 for call in group:
                     # Read across threads: a caller that gives up just after this runs anyway, and its outcome
                     # is dropped on the loop (as once a call has begun, whatever the thread).
