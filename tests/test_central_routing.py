@@ -158,6 +158,27 @@ def test_change_and_reassign_write_history_and_refuse_stale_expected(tmp_path, c
         store.close()
 
 
+def test_two_changes_in_one_millisecond_still_refuse_the_stale_one(tmp_path, central_db):
+    # A clock that does not move: ingest, change and the next change all fall in one millisecond, as they can on
+    # a fast machine. The change still moves `updated_at`, so a change made from the first view is refused.
+    store = open_store(tmp_path, lambda: START, central_db)
+    try:
+        store.ingest("desa-a", [item(1, "road", "Cibodas")])
+        seen = store.submission("AAAA01")["updated_at"]
+        store.change("AAAA01", "in_progress", "Tim berangkat", "ani", expected=seen)
+        moved = store.submission("AAAA01")["updated_at"]
+        assert moved > seen
+        with pytest.raises(Changed):
+            store.change("AAAA01", "resolved", "Beres", "budi", expected=seen)
+        with pytest.raises(Changed):
+            store.reassign("AAAA01", "Dinas Perhubungan", "budi", expected=seen)
+        store.reassign("AAAA01", "Dinas Perhubungan", "ani", expected=moved)
+        assert store.submission("AAAA01")["updated_at"] > moved
+        assert store.submission("AAAA01")["status"] == "in_progress"
+    finally:
+        store.close()
+
+
 def test_an_older_store_gets_a_history_an_agency_and_a_deadline(tmp_path):
     class OldCentralStore(CentralStore):
         MIGRATIONS = MIGRATIONS[:6]

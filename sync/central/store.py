@@ -142,6 +142,15 @@ def utc_stamp(text: str) -> str:
         raise ValueError(f"{text!r} has no UTC time") from None
 
 
+def _after(now: str, previous: str) -> str:
+    """`now`, or the millisecond after `previous` when `now` is not later: a submission's `updated_at` moves
+    with each change, even two in one millisecond (a stamp's precision), so a change made from a view of it
+    taken before the other is always refused (`Changed`), never let through because the stamps are equal."""
+    if now > previous:
+        return now
+    return stamp(dt.datetime.fromisoformat(previous) + dt.timedelta(milliseconds=1))
+
+
 def prefix_of(ref: str) -> str:
     """The gateway prefix a reference was drawn with: all but its random part."""
     return ref[:-RANDOM_LENGTH]
@@ -898,11 +907,12 @@ class CentralStore(Database):
         now = stamp(self.clock())
         also = None
         with self.transaction():
-            row = self.db.execute("SELECT id, gateway_id, status, note, review_of FROM submissions WHERE ref = ?"
-                                  + self._for_update, [ref]).fetchone()
+            row = self.db.execute("SELECT id, gateway_id, status, note, review_of, updated_at FROM submissions "
+                                  "WHERE ref = ?" + self._for_update, [ref]).fetchone()
             if row is None:
                 return None
-            submission_id, gateway_id, previous, previous_note, review_of = row
+            submission_id, gateway_id, previous, previous_note, review_of, updated_at = row
+            now = _after(now, updated_at)
             changed = (status, note) != (previous, previous_note)
             if changed:
                 self._move(submission_id, previous, status, now, note=note)
@@ -964,6 +974,7 @@ class CentralStore(Database):
                 return None
             changed = before["agency"] != agency
             if changed:
+                now = _after(now, before["updated_at"])
                 self.db.execute("UPDATE submissions SET agency = ?, updated_at = ? WHERE id = ?",
                                 [agency, now, before["id"]])
                 self._history(before["id"], now, "assign", status=before["status"], who=who,
