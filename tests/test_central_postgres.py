@@ -10,6 +10,7 @@ import threading
 from types import SimpleNamespace
 
 import asyncpg
+import pytest
 
 from conftest import POSTGRES, MovableClock, eventually, postgres_schemas, served
 from sync.central import CentralConfig, CentralStore, create_central_app
@@ -66,42 +67,42 @@ async def race(first: CentralStore, second: CentralStore, first_work, second_wor
         await asyncio.gather(*tasks, return_exceptions=True)  # no store is closed under its thread
 
 
-async def test_two_workers_given_one_batch_at_once_store_it_once(tmp_path):
+@pytest.fixture
+async def workers(tmp_path):
+    """Two central workers' stores on one fresh PostgreSQL schema, voter NIKs unique."""
     async with postgres_schemas("central") as (url,):
-        first = CentralStore.open(tmp_path, database_url=url, uniques={"voter": ("nik",)})
-        second = CentralStore.open(tmp_path, database_url=url, uniques={"voter": ("nik",)})
+        stores = [CentralStore.open(tmp_path, database_url=url, uniques={"voter": ("nik",)}) for _ in range(2)]
         try:
-            first.add_gateway("desa-1", "secret", "K")
-            items = [item(n) for n in range(5)]
-            stored, retried = await race(first, second, lambda: first.ingest("desa-1", items),
-                                         lambda: second.ingest("desa-1", items))
-            assert [r["result"] for r in stored] == ["accepted"] * 5
-            assert [r["result"] for r in retried] == ["duplicate"] * 5
-            assert first.count() == 5
+            yield stores
         finally:
-            first.close()
-            second.close()
+            for store in stores:
+                store.close()
 
 
-async def test_one_nik_arriving_at_two_workers_at_once_is_held_once(tmp_path):
-    async with postgres_schemas("central") as (url,):
-        first = CentralStore.open(tmp_path, database_url=url, uniques={"voter": ("nik",)})
-        second = CentralStore.open(tmp_path, database_url=url, uniques={"voter": ("nik",)})
-        try:
-            first.add_gateway("desa-1", "secret-1", "K")
-            first.add_gateway("desa-2", "secret-2", "A")
-            mine = item(1, service="voter", answers=NIK)
-            theirs = item(2, service="voter", answers=NIK, id="01KB" + "9" * 22, ref="AABCDE")
-            # The second may not find the NIK free while the first's claim is uncommitted.
-            _, other = await race(first, second, lambda: first.ingest("desa-1", [mine]),
-                                  lambda: second.ingest("desa-2", [theirs]))
-            assert [r["result"] for r in other] == ["accepted"]
-            assert first.submission(mine["ref"])["status"] == "received"
-            held = first.submission("AABCDE")
-            assert (held["status"], held["review_of"]) == ("review", mine["ref"])
-        finally:
-            first.close()
-            second.close()
+async def test_two_workers_given_one_batch_at_once_store_it_once(workers):
+    first, second = workers
+    first.add_gateway("desa-1", "secret", "K")
+    items = [item(n) for n in range(5)]
+    stored, retried = await race(first, second, lambda: first.ingest("desa-1", items),
+                                 lambda: second.ingest("desa-1", items))
+    assert [r["result"] for r in stored] == ["accepted"] * 5
+    assert [r["result"] for r in retried] == ["duplicate"] * 5
+    assert first.count() == 5
+
+
+async def test_one_nik_arriving_at_two_workers_at_once_is_held_once(workers):
+    first, second = workers
+    first.add_gateway("desa-1", "secret-1", "K")
+    first.add_gateway("desa-2", "secret-2", "A")
+    mine = item(1, service="voter", answers=NIK)
+    theirs = item(2, service="voter", answers=NIK, id="01KB" + "9" * 22, ref="AABCDE")
+    # The second may not find the NIK free while the first's claim is uncommitted.
+    _, other = await race(first, second, lambda: first.ingest("desa-1", [mine]),
+                          lambda: second.ingest("desa-2", [theirs]))
+    assert [r["result"] for r in other] == ["accepted"]
+    assert first.submission(mine["ref"])["status"] == "received"
+    held = first.submission("AABCDE")
+    assert (held["status"], held["review_of"]) == ("review", mine["ref"])
 
 
 async def test_two_workers_escalating_at_once_escalate_each_request_once(tmp_path):

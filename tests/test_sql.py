@@ -38,6 +38,14 @@ async def location(request, tmp_path):
 
 
 @pytest.fixture
+def store(location, sealer):
+    """An `Items` store at `location`, closed after the test."""
+    store = Items(location, sealer)
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def sealer(tmp_path):
     return Sealer.from_key_file(tmp_path / "items.key")
 
@@ -49,51 +57,39 @@ def test_sql_placeholders_become_numbered_outside_quoted_text():
     assert translate("BEGIN IMMEDIATE") == "BEGIN"
 
 
-def test_sql_the_same_statements_give_the_same_rows_on_both(location, sealer):
-    store = Items(location, sealer)
-    try:
+def test_sql_the_same_statements_give_the_same_rows_on_both(store):
+    with store.transaction():
+        store.db.execute("INSERT INTO items (id, n, note) VALUES (?, ?, ?)", ["b", True, 7])
+        store.db["items"].insert({"id": "a", "n": 2, "note": "x"})
+        store.db.execute("INSERT OR IGNORE INTO items (id, n) VALUES (?, ?)", ["a", 99])
+        store.db["items"].upsert({"id": "c", "n": 3}, pk="id")
+        store.db.conn.executemany("INSERT INTO log (what) VALUES (?)", [("one",), ("two",)])
+    # A bool went in as 1 and an int into a text column as its digits, as SQLite stores them.
+    assert store.db.execute("SELECT id, n, note FROM items ORDER BY id").fetchall() == [
+        ("a", 2, "x"), ("b", 1, "7"), ("c", 3, None)]
+    assert store.db.execute("UPDATE items SET n = n + 1 WHERE n < ?", [3]).rowcount == 2
+    assert list(store.db.query("SELECT id FROM items WHERE n = ? ORDER BY id", [3])) == [{"id": "a"}, {"id": "c"}]
+    assert [row[0] for row in store.db.execute("SELECT what FROM log ORDER BY id")] == ["one", "two"]
+
+
+def test_sql_a_failing_part_is_undone_alone_and_the_rest_commits(store):
+    with store.transaction():
+        store.db.execute("INSERT INTO items (id, n) VALUES (?, ?)", ["kept", 1])
+        with pytest.raises(IntegrityError):
+            with store.savepoint():
+                store.db.execute("INSERT INTO items (id, n) VALUES (?, ?)", ["gone", 1])
+                store.db.execute("INSERT INTO items (id, n) VALUES (?, ?)", ["kept", 2])
+        store.db.execute("INSERT INTO items (id, n) VALUES (?, ?)", ["after", 1])
+    assert [row[0] for row in store.db.execute("SELECT id FROM items ORDER BY id")] == ["after", "kept"]
+
+
+def test_sql_a_transaction_that_raises_leaves_nothing(store):
+    with pytest.raises(RuntimeError):
         with store.transaction():
-            store.db.execute("INSERT INTO items (id, n, note) VALUES (?, ?, ?)", ["b", True, 7])
-            store.db["items"].insert({"id": "a", "n": 2, "note": "x"})
-            store.db.execute("INSERT OR IGNORE INTO items (id, n) VALUES (?, ?)", ["a", 99])
-            store.db["items"].upsert({"id": "c", "n": 3}, pk="id")
-            store.db.conn.executemany("INSERT INTO log (what) VALUES (?)", [("one",), ("two",)])
-        # A bool went in as 1 and an int into a text column as its digits, as SQLite stores them.
-        assert store.db.execute("SELECT id, n, note FROM items ORDER BY id").fetchall() == [
-            ("a", 2, "x"), ("b", 1, "7"), ("c", 3, None)]
-        assert store.db.execute("UPDATE items SET n = n + 1 WHERE n < ?", [3]).rowcount == 2
-        assert list(store.db.query("SELECT id FROM items WHERE n = ? ORDER BY id", [3])) == [{"id": "a"}, {"id": "c"}]
-        assert [row[0] for row in store.db.execute("SELECT what FROM log ORDER BY id")] == ["one", "two"]
-    finally:
-        store.close()
-
-
-def test_sql_a_failing_part_is_undone_alone_and_the_rest_commits(location, sealer):
-    store = Items(location, sealer)
-    try:
-        with store.transaction():
-            store.db.execute("INSERT INTO items (id, n) VALUES (?, ?)", ["kept", 1])
-            with pytest.raises(IntegrityError):
-                with store.savepoint():
-                    store.db.execute("INSERT INTO items (id, n) VALUES (?, ?)", ["gone", 1])
-                    store.db.execute("INSERT INTO items (id, n) VALUES (?, ?)", ["kept", 2])
-            store.db.execute("INSERT INTO items (id, n) VALUES (?, ?)", ["after", 1])
-        assert [row[0] for row in store.db.execute("SELECT id FROM items ORDER BY id")] == ["after", "kept"]
-    finally:
-        store.close()
-
-
-def test_sql_a_transaction_that_raises_leaves_nothing(location, sealer):
-    store = Items(location, sealer)
-    try:
-        with pytest.raises(RuntimeError):
-            with store.transaction():
-                store.db.execute("INSERT INTO items (id, n) VALUES (?, ?)", ["x", 1])
-                raise RuntimeError("broken")
-        assert store.db.execute("SELECT count(*) FROM items").fetchone()[0] == 0
-        assert not store.db.conn.in_transaction
-    finally:
-        store.close()
+            store.db.execute("INSERT INTO items (id, n) VALUES (?, ?)", ["x", 1])
+            raise RuntimeError("broken")
+    assert store.db.execute("SELECT count(*) FROM items").fetchone()[0] == 0
+    assert not store.db.conn.in_transaction
 
 
 async def test_sql_grouped_calls_commit_together_and_a_failing_one_alone(location, sealer):
