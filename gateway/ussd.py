@@ -177,8 +177,9 @@ def ussd_turn(store: Store, engine: Engine, rules: Rules, hop: Hop, limits: Limi
         else:
             held.save = session
         funnel.record(store, hop.session_id, saved and saved["state"], step)
-    log.debug("ussd %s %s: %s/%s%s", hop.session_id, mask_phone(hop.phone), step.session["flow"],
-              step.session["screen"], " (end)" if step.done else "")
+    if log.isEnabledFor(logging.DEBUG):  # masking the number is work a hop need not do for a line not written
+        log.debug("ussd %s %s: %s/%s%s", hop.session_id, mask_phone(hop.phone), step.session["flow"],
+                  step.session["screen"], " (end)" if step.done else "")
     return metrics.Answer(body, metrics.screen_kind(engine, step.session), started=saved is None, ended=step.done)
 
 
