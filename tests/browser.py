@@ -72,6 +72,17 @@ def wait_for(driver, condition, timeout: float = WAIT_SECONDS):
     return WebDriverWait(driver, timeout, ignored_exceptions=(WebDriverException,)).until(condition)
 
 
+def wait_for_page(driver, arrived, timeout: float = WAIT_SECONDS):
+    """Wait until the page shown is one `arrived(url)` accepts and it has loaded whole.
+
+    The URL changes when a navigation commits, before the new page's
+    elements exist: a test that read the page on the URL alone could find no
+    `<main>` yet (seen once in CI, after a sign-in redirect).
+    """
+    return wait_for(driver, lambda d: arrived(d.current_url)
+                    and d.execute_script("return document.readyState") == "complete", timeout)
+
+
 def axe_violations(driver, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:
     """axe-core's violations of the page now in `driver` with one of `impacts`, one line each."""
     from axe_core_python.selenium import Axe

@@ -1,7 +1,7 @@
 """Assisted entry in a real browser: a report for a walk-in villager with and without a phone, by keyboard
 and click at 360 px, with no serious accessibility violation on any kind of screen."""
 
-from browser import LiveServers, axe_violations, wait_for
+from browser import LiveServers, axe_violations, wait_for, wait_for_page
 from sync.store import NO_PHONE
 
 PHONE = "+6281234567890"
@@ -24,7 +24,7 @@ def test_browser_assist_report_with_and_without_a_phone(tmp_path, chrome):
         servers.call(lambda s: s.accounts.add("ani", "operator", "ani-password-1"))
         chrome.get(servers.url + "/kiosk/assist")
         chrome.switch_to.active_element.send_keys("ani", Keys.TAB, "ani-password-1", Keys.ENTER)
-        wait_for(chrome, lambda d: d.current_url.endswith("/kiosk/assist"))
+        wait_for_page(chrome, lambda url: url.endswith("/kiosk/assist"))
         assert axe_violations(chrome) == []  # the start form
         for phone in (PHONE, ""):
             chrome.get(servers.url + "/kiosk/assist")

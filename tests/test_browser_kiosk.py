@@ -4,7 +4,7 @@ carried both ways, Retry of a dead SMS, at 360 px and with no serious accessibil
 import datetime as dt
 import urllib.request
 
-from browser import LiveServers, axe_violations, wait_for
+from browser import LiveServers, axe_violations, wait_for, wait_for_page
 from gateway.resources import rules_key
 from gateway.turn import submit
 from sync.central import export_updates_file, import_batch_file
@@ -43,9 +43,9 @@ def test_browser_kiosk_sync_batch_files_and_retry(tmp_path, chrome):
         add_report(servers)
         message_id = servers.call(dead_sms)
         chrome.get(servers.url + "/kiosk")
-        wait_for(chrome, lambda d: "/kiosk/login" in d.current_url)
+        wait_for_page(chrome, lambda url: "/kiosk/login" in url)
         chrome.find_element(By.ID, "name").send_keys("ani", Keys.TAB, "ani-password-1", Keys.ENTER)
-        wait_for(chrome, lambda d: d.current_url.rstrip("/").endswith("/kiosk"))
+        wait_for_page(chrome, lambda url: url.rstrip("/").endswith("/kiosk"))
         assert "+62812****890" in main_text(chrome) and PHONE not in chrome.page_source
         assert chrome.execute_script("return document.documentElement.scrollWidth") <= 360
         assert axe_violations(chrome) == []

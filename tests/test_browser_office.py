@@ -6,7 +6,7 @@ import datetime as dt
 
 from ulid import ULID
 
-from browser import LiveServers, axe_violations, wait_for
+from browser import LiveServers, axe_violations, wait_for, wait_for_page
 from sync.central.app import central_store_key
 
 PASSWORD = "dewi-password-1"
@@ -42,14 +42,14 @@ def test_browser_office_staff_resolve_an_overdue_request_after_the_sms_preview_a
         ref = f"{prefix}K7M2Q"
 
         chrome.get(servers.central_url + "/office")
-        wait_for(chrome, lambda d: "/office/login" in d.current_url)
+        wait_for_page(chrome, lambda url: "/office/login" in url)
         chrome.switch_to.active_element.send_keys("dewi", Keys.TAB, PASSWORD, Keys.ENTER)
         wait_for(chrome, lambda d: d.find_element(By.ID, "order"))
         assert axe_violations(chrome) == []
         Select(chrome.find_element(By.ID, "order")).select_by_value("overdue")
         chrome.find_element(By.ID, "overdue").click()
         chrome.find_element(By.CSS_SELECTOR, "form.filters button").click()
-        wait_for(chrome, lambda d: "overdue=1" in d.current_url)
+        wait_for_page(chrome, lambda url: "overdue=1" in url)
         rows = chrome.find_elements(By.CSS_SELECTOR, "ul.requests li")
         assert len(rows) == 1 and ref in rows[0].text and "Overdue since" in rows[0].text
         assert chrome.execute_script("return document.documentElement.scrollWidth") <= 360

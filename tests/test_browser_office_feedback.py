@@ -5,7 +5,7 @@ again with the villager's own words in its history."""
 import urllib.parse
 import urllib.request
 
-from browser import LiveServers, axe_violations, wait_for
+from browser import LiveServers, axe_violations, wait_for, wait_for_page
 from gateway.resources import syncer_key
 from sync.central.app import central_store_key
 
@@ -49,7 +49,7 @@ def test_browser_office_a_villagers_not_fixed_reopens_the_request_after_the_next
         servers.run(sync.round())
 
         chrome.get(f"{servers.central_url}/office/r/{ref}")
-        wait_for(chrome, lambda d: "/office/login" in d.current_url)
+        wait_for_page(chrome, lambda url: "/office/login" in url)
         chrome.switch_to.active_element.send_keys("sari", Keys.TAB, PASSWORD, Keys.ENTER)
         wait_for(chrome, lambda d: d.find_element(By.ID, "new-status"))
         Select(chrome.find_element(By.ID, "new-status")).select_by_value("resolved")

@@ -1,7 +1,7 @@
 """The village's requests and the funnel in a real browser: a supervisor opens a request (an audit row is
 written), the funnel renders its charts, and axe finds no serious violation on the three pages."""
 
-from browser import LiveServers, axe_violations, wait_for
+from browser import LiveServers, axe_violations, wait_for_page
 from conftest import PHONE
 from gateway.ussd import Hop, ussd_turn
 from gateway.resources import rules_key
@@ -30,13 +30,13 @@ def test_browser_supervisor_opens_a_request_and_the_funnel(tmp_path, chrome):
         ref = servers.call(lambda s: s.list_submissions(1)[0]["ref"])
 
         chrome.get(servers.url + "/kiosk/requests")
-        wait_for(chrome, lambda d: "/kiosk/login" in d.current_url)
+        wait_for_page(chrome, lambda url: "/kiosk/login" in url)
         chrome.switch_to.active_element.send_keys("sari", Keys.TAB, PASSWORD, Keys.ENTER)
-        wait_for(chrome, lambda d: d.current_url.endswith("/kiosk/requests"))
+        wait_for_page(chrome, lambda url: url.endswith("/kiosk/requests"))
         assert axe_violations(chrome) == []
         assert chrome.execute_script("return document.documentElement.scrollWidth") <= 360
         chrome.find_element(By.LINK_TEXT, ref).send_keys(Keys.ENTER)
-        wait_for(chrome, lambda d: d.current_url.endswith(f"/kiosk/requests/{ref}"))
+        wait_for_page(chrome, lambda url: url.endswith(f"/kiosk/requests/{ref}"))
         assert "Lubang besar" in chrome.find_element(By.TAG_NAME, "main").text
         assert axe_violations(chrome) == []
         audit = servers.call(lambda s: [(r["who"], r["action"], r["target"]) for r in s.accounts.audit_log()])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from browser import LiveServers, axe_violations, open_chromium, wait_for
+from browser import LiveServers, axe_violations, open_chromium, wait_for_page
 
 
 @pytest.fixture
@@ -19,13 +19,13 @@ def test_browser_signin_by_keyboard_and_no_serious_accessibility_violation(tmp_p
     with LiveServers(tmp_path) as servers:
         servers.call(lambda s: s.accounts.add("ani", "admin", "ani-password-1"))
         chrome.get(servers.url + "/kiosk")
-        wait_for(chrome, lambda d: "/kiosk/login" in d.current_url)
+        wait_for_page(chrome, lambda url: "/kiosk/login" in url)
         assert chrome.find_element(By.TAG_NAME, "html").get_attribute("lang") == "id"
         assert axe_violations(chrome) == []
         field = chrome.switch_to.active_element  # the name field has the focus on arrival
         assert field.get_attribute("name") == "name"
         field.send_keys("ani", Keys.TAB, "ani-password-1", Keys.ENTER)
-        wait_for(chrome, lambda d: d.current_url.rstrip("/").endswith("/kiosk"))
+        wait_for_page(chrome, lambda url: url.rstrip("/").endswith("/kiosk"))
         assert "Masuk sebagai ani" in chrome.find_element(By.TAG_NAME, "main").text
         assert chrome.execute_script("return document.documentElement.scrollWidth") <= 360
         assert axe_violations(chrome) == []

@@ -1,7 +1,7 @@
 """Service performance in a real browser: a staff member reads the stats page and downloads its CSV; the public
 page needs no sign-in; both at 360 px with no serious accessibility violation."""
 
-from browser import LiveServers, axe_violations, wait_for
+from browser import LiveServers, axe_violations, wait_for, wait_for_page
 from sync.central.app import central_store_key
 
 PASSWORD = "sari-password-1"
@@ -26,9 +26,9 @@ def test_browser_stats_page_csv_and_public_page(tmp_path, chrome):
         central = servers.apps[0].app[central_store_key]
         servers.run(central.call(requests))
         chrome.get(servers.central_url + "/office/stats")
-        wait_for(chrome, lambda d: "/office/login" in d.current_url)
+        wait_for_page(chrome, lambda url: "/office/login" in url)
         chrome.switch_to.active_element.send_keys("sari", Keys.TAB, PASSWORD, Keys.ENTER)
-        wait_for(chrome, lambda d: d.current_url.split("?")[0].endswith("/office/stats"))
+        wait_for_page(chrome, lambda url: url.split("?")[0].endswith("/office/stats"))
         total = chrome.find_element(By.CSS_SELECTOR, '#total dd[data-figure="received"]')
         assert total.text == "5"
         villages = [row.text for row in chrome.find_elements(By.CSS_SELECTOR, "#table-village tbody th")]
